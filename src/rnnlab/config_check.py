@@ -1,0 +1,127 @@
+"""Check a command line before Hydra runs it, so bad input fails at start with one line (GUIDE.md section 5).
+
+Every job of a sweep is composed up front: an unknown config name, an unknown key, or a value whose type differs
+from the key's default raises :class:`ConfigError` naming the key and what is allowed. Values that only the
+constructors can judge (a negative size, a missing data folder) are checked when the run builds its objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.utils import get_args_parser
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from rnnlab.errors import ConfigError
+
+CONF_DIR = next(
+    path for path in (Path(__file__).parent / "conf", Path(__file__).parents[2] / "conf") if path.is_dir()
+).resolve()
+PRIMARY_CONFIG = "train"
+
+
+def group_options(group: str) -> list[str]:
+    """The config names of a group: the Hydra config group is the registry (GUIDE.md section 1)."""
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+
+
+def check_command_line(argv: list[str]) -> None:
+    """Raise ConfigError for the first bad override of any job the command line would run."""
+    args = get_args_parser().parse_args(argv)
+    if args.help or args.hydra_help or args.info or args.shell_completion or args.cfg:
+        return  # Hydra answers these itself
+    parser = OverridesParser.create()
+    try:
+        overrides = parser.parse_overrides(args.overrides)
+    except OverrideParseException as error:
+        raise ConfigError("command line", str(error).splitlines()[0]) from None
+    if any(o.key_or_group.startswith("hydra/sweeper") for o in overrides):
+        jobs = [[o.input_line for o in overrides if not o.is_sweep_override()]]  # the sweeper owns the search space
+    elif args.multirun:
+        jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    else:
+        jobs = [args.overrides]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for job in jobs:
+            check_job(job, parser)
+
+
+def check_job(job: list[str], parser: OverridesParser) -> None:
+    overrides = parser.parse_overrides(job)
+    for override in overrides:
+        group = override.key_or_group
+        if is_group(group) and not override.is_delete():
+            for choice in override_choices(override):
+                if choice not in group_options(group):
+                    raise ConfigError(group, f"unknown config {choice!r}; allowed: {', '.join(group_options(group))}")
+    try:
+        defaults = compose(PRIMARY_CONFIG, overrides=[o.input_line for o in overrides if is_group(o.key_or_group)])
+        for override in overrides:
+            if is_key_override(override) and override.input_line[0] not in "+~":
+                check_key_exists(defaults, override.key_or_group)
+        config = compose(PRIMARY_CONFIG, overrides=job)
+    except (ConfigCompositionException, MissingConfigException) as error:
+        raise ConfigError(_failing_key(job, error), str(error).strip().splitlines()[0]) from None
+    for override in overrides:
+        if is_key_override(override):
+            check_type(override.key_or_group, _raw_node(defaults, override.key_or_group), _raw_node(config, override.key_or_group))
+
+
+def is_key_override(override: Override) -> bool:
+    key = override.key_or_group
+    return not (is_group(key) or key.startswith("hydra.") or override.is_delete())
+
+
+def check_key_exists(config: DictConfig, key: str) -> None:
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(config, parent_key) if parent_key else config
+    if isinstance(parent, DictConfig) and leaf not in parent:
+        allowed = ", ".join(f"{parent_key}.{k}" if parent_key else str(k) for k in parent.keys() if not str(k).startswith("_"))
+        raise ConfigError(key, f"unknown key; allowed: {allowed} (add a new key with +{key}=...)")
+
+
+def is_group(name: str) -> bool:
+    return name.startswith("hydra/") or (CONF_DIR / name).is_dir()
+
+
+def override_choices(override: Override) -> list[str]:
+    value = override.value()
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    return [str(v) for v in values if v is not None]
+
+
+def check_type(key: str, default, value) -> None:
+    """The override must have the type of the key's default (ints are accepted where floats are)."""
+    if default is None or value is None or default._is_interpolation() or default._is_missing():
+        return
+    expected, got = default._value(), value._value()
+    if got is None or isinstance(default, (DictConfig, ListConfig)):
+        return
+    for kind, accepted in ((bool, (bool,)), (int, (int,)), (float, (int, float)), (str, (str,))):
+        if isinstance(expected, kind):
+            if not isinstance(got, accepted) or (kind is not bool and isinstance(got, bool)):
+                raise ConfigError(key, f"expected {kind.__name__} (like the default {expected!r}), got {got!r}")
+            return
+
+
+def _raw_node(config: DictConfig, key: str):
+    """The node at ``key`` without resolving interpolations, or None if absent."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(config, parent_key) if parent_key else config
+    if not isinstance(parent, DictConfig) or leaf not in parent:
+        return None
+    return parent._get_node(leaf)
+
+
+def _failing_key(job: list[str], error: Exception) -> str:
+    text = str(error)
+    for line in job:
+        key = line.split("=", 1)[0].lstrip("+~")
+        if f"'{key}'" in text:
+            return key
+    return "config"

@@ -1,0 +1,1 @@
+"""Datamodules, one module per modality; the contract is in ``rnnlab.data.base``."""

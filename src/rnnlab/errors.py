@@ -1,0 +1,29 @@
+"""The one exception type for bad user input."""
+
+
+class ConfigError(ValueError):
+    """Bad configuration or input data, reported to the user as one line (exit code 2).
+
+    ``key`` names the offending config key relative to its group (``hidden_size``); the caller that knows the group
+    (``model``) prefixes it, so the user reads ``model.hidden_size``.
+    """
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+    def with_prefix(self, prefix: str) -> "ConfigError":
+        return ConfigError(f"{prefix}.{self.key}", self.message)
+
+
+def require_positive(**values: int | float) -> None:
+    """Raise ConfigError for the first value that is not > 0."""
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(key, f"must be a positive number, got {value!r}")
+
+
+def require_choice(key: str, value: object, allowed: tuple | list) -> None:
+    if value not in allowed:
+        raise ConfigError(key, f"got {value!r}; allowed: {', '.join(map(str, allowed))}")

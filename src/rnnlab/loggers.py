@@ -1,0 +1,39 @@
+"""Logger construction that Lightning leaves to the user: W&B offline unless logged in, and a clean finish."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+
+from pytorch_lightning.loggers import Logger, WandbLogger
+
+
+def wandb_logged_in() -> bool:
+    """True when W&B credentials exist (``WANDB_API_KEY`` or an api.wandb.ai entry in ~/.netrc)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc(Path.home() / ".netrc").authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def make_wandb_logger(offline: bool | None = None, save_dir: str = ".", name: str | None = None, **kwargs) -> WandbLogger:
+    """A WandbLogger that runs offline unless the user is logged in (``offline=null``) or says otherwise.
+
+    ``WANDB_MODE`` in the environment wins over both. Offline runs sync later with ``wandb sync <save_dir>/wandb``.
+    """
+    if offline is None:
+        offline = os.environ.get("WANDB_MODE") in ("offline", "disabled") or not wandb_logged_in()
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    return WandbLogger(offline=offline, save_dir=save_dir, name=name or None, **kwargs)
+
+
+def finish_loggers(loggers: list[Logger], status: str) -> None:
+    """Close every logger; W&B runs are finished so the next job of a multirun starts a fresh run."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish(exit_code=0 if status != "failed" else 1)
+        else:
+            logger.finalize(status if status == "failed" else "success")

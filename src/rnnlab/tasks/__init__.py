@@ -1,0 +1,1 @@
+"""LightningModules: one base for every comparison, subclasses for families that train differently."""

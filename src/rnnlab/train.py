@@ -1,0 +1,174 @@
+"""``rnnlab-train``: the Hydra app. It only instantiates and wires (GUIDE.md section 1) and writes the run record."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+
+from rnnlab.config_check import CONF_DIR, PRIMARY_CONFIG, check_command_line
+from rnnlab.errors import ConfigError
+from rnnlab.loggers import finish_loggers
+from rnnlab.record import RunStats, environment, one_line, peak_memory_mb, write_record
+from rnnlab.tasks.sequence import SequenceTask
+
+log = logging.getLogger(__name__)
+
+EXIT_BAD_INPUT = 2
+
+
+def cli() -> None:
+    """Console entry point: check the whole command line (every job of a sweep), then run it with Hydra."""
+    if not os.environ.get("HYDRA_FULL_ERROR"):
+        try:
+            check_command_line(sys.argv[1:])
+        except ConfigError as error:
+            print(f"rnnlab-train: error: {error}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+    main()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=PRIMARY_CONFIG)
+def main(cfg: DictConfig) -> float | None:
+    record = train(cfg)
+    if HydraConfig.get().mode == RunMode.RUN and record["status"] == "failed":
+        print(f"rnnlab-train: error: {record['error']}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT if record.get("error_kind") == "config" else 1)
+    return record["metrics"].get(cfg.optimized_metric)
+
+
+@contextmanager
+def config_errors(group: str):
+    """Re-raise a ConfigError from building ``group`` with the key's full name (``model.hidden_size``)."""
+    try:
+        yield
+    except ConfigError as error:
+        raise error.with_prefix(group) from None
+    except hydra.errors.InstantiationException as error:
+        if isinstance(error.__cause__, ConfigError):
+            raise error.__cause__.with_prefix(group) from None
+        raise
+
+
+def make(cfg: DictConfig, group: str, **kwargs):
+    with config_errors(group):
+        return instantiate(OmegaConf.select(cfg, group), **kwargs)
+
+
+def build(cfg: DictConfig, stats: RunStats):
+    """Instantiate datamodule, model, task module, loggers and trainer, in that order."""
+    datamodule = make(cfg, "data")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    pl.seed_everything(cfg.seed, workers=True)
+    with config_errors("model"):
+        model = instantiate(cfg.model)(input_size=datamodule.input_size, output_size=datamodule.output_size)
+    scheduler = make(cfg, "scheduler") if cfg.get("scheduler") else None
+    optimizer = make(cfg, "optimizer")
+    with config_errors("task"):
+        module = SequenceTask(model, datamodule.task, optimizer=optimizer, scheduler=scheduler, **cfg.task)
+    loggers = [make(cfg, "logger." + name) for name, node in (cfg.get("logger") or {}).items() if node]
+    callbacks = [make(cfg, "callbacks." + name) for name, node in (cfg.get("callbacks") or {}).items() if node]
+    trainer = make(cfg, "trainer", logger=loggers or False, callbacks=[*callbacks, stats])
+    return datamodule, module, loggers, trainer
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one job and return its record (also written to ``summary.json`` in the Hydra output directory)."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    limit_threads_for_parallel_jobs()
+    stats = RunStats()
+    record: dict[str, Any] = new_record(cfg)
+    loggers: list = []
+    try:
+        datamodule, module, loggers, trainer = build(cfg, stats)
+        record["params"] = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
+        for logger in loggers:
+            logger.log_hyperparams(record["config"])
+        trainer.fit(module, datamodule=datamodule)
+        record.update(steps=trainer.global_step, epochs=trainer.current_epoch)
+        record["metrics"] = epoch_metrics(trainer)
+        if module.diverged:
+            record.update(status="diverged", error=f"non-finite training loss at step {module.diverged_at_step}")
+        else:
+            best = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
+            trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+            trainer.test(module, datamodule=datamodule, ckpt_path=best)
+            record["metrics"].update(epoch_metrics(trainer))
+            record["checkpoint"] = best and trainer.checkpoint_callback.best_model_path
+            record.update(status="completed", error=None)
+    except ConfigError as error:
+        record.update(status="failed", error=str(error), error_kind="config")
+        log.error("%s", error)
+    except Exception as error:  # a failed job is recorded, and a sweep goes on with the next one
+        record.update(status="failed", error=one_line(error))
+        log.exception("run failed: %s", record["error"])
+    finally:
+        finish_loggers(loggers, record["status"])
+    record.update(timing=stats.timing(), peak_memory_mb=round(peak_memory_mb(), 1))
+    if rank_zero_only.rank == 0:
+        path = write_record(run_dir, record)
+        log.info("run %s: %s", record["status"], path)
+        print(run_dir, flush=True)
+    return record
+
+
+def new_record(cfg: DictConfig) -> dict[str, Any]:
+    choices = HydraConfig.get().runtime.choices
+    return {
+        "status": "failed",
+        "error": "interrupted before the run finished",
+        "model": choices.get("model"),
+        "data": choices.get("data"),
+        "optimizer": choices.get("optimizer"),
+        "seed": cfg.seed,
+        "params": None,
+        "steps": 0,
+        "epochs": 0,
+        "metrics": {},
+        "timing": {},
+        "peak_memory_mb": None,
+        "env": environment(),
+        "config": resolved_config(cfg),
+        "overrides": list(HydraConfig.get().overrides.task),
+    }
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an interpolation that cannot resolve is itself the failure; keep the raw config
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
+def epoch_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    """The epoch-level ``<stage>/<name>`` metrics Lightning holds now, as plain floats."""
+    metrics = {}
+    for name, value in trainer.callback_metrics.items():
+        if name.endswith("_step"):
+            continue
+        metrics[name.removesuffix("_epoch")] = float(value)
+    return metrics
+
+
+def limit_threads_for_parallel_jobs() -> None:
+    """Give each of N parallel joblib jobs cpu_count / N torch threads so they do not oversubscribe the CPU."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN or "joblib" not in str(hydra_cfg.launcher.get("_target_", "")):
+        return
+    cpus = os.cpu_count() or 1
+    n_jobs = int(hydra_cfg.launcher.n_jobs)
+    n_jobs = cpus + 1 + n_jobs if n_jobs < 0 else n_jobs  # joblib's convention: -1 is every CPU
+    torch.set_num_threads(max(1, cpus // max(1, n_jobs)))
