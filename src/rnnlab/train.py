@@ -22,7 +22,6 @@ from rnnlab.config_check import CONF_DIR, PRIMARY_CONFIG, check_command_line
 from rnnlab.errors import ConfigError
 from rnnlab.loggers import finish_loggers
 from rnnlab.record import RunStats, environment, one_line, peak_memory_mb, write_record
-from rnnlab.tasks.sequence import SequenceTask
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +77,7 @@ def build(cfg: DictConfig, stats: RunStats):
     scheduler = make(cfg, "scheduler") if cfg.get("scheduler") else None
     optimizer = make(cfg, "optimizer")
     with config_errors("task"):
-        module = SequenceTask(model, datamodule.task, optimizer=optimizer, scheduler=scheduler, **cfg.task)
+        module = instantiate(cfg.task)(model=model, spec=datamodule.task, optimizer=optimizer, scheduler=scheduler)
     loggers = [make(cfg, "logger." + name) for name, node in (cfg.get("logger") or {}).items() if node]
     callbacks = [make(cfg, "callbacks." + name) for name, node in (cfg.get("callbacks") or {}).items() if node]
     trainer = make(cfg, "trainer", logger=loggers or False, callbacks=[*callbacks, stats])

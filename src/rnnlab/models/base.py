@@ -4,7 +4,13 @@ forward(x, lengths=None, state=None) -> (outputs, state)
     x:        [batch, time, input_size]
     lengths:  [batch] valid steps per sequence (padding at the end), or None for all steps valid
     outputs:  [batch, time, output_size]; outputs at padded steps are the readout of a zero hidden state
-    state:    the family's carried state (``None`` starts from zeros)
+    state:    the family's carried state: a tensor [layers*directions, batch, ...] or a tuple of them
+              (``None`` starts from the family's initial state). Sequences shorter than the batch keep the
+              state of their last valid step.
+
+A family is a :class:`RecurrentNetwork` subclass that builds one :class:`RecurrentCell` per layer and direction
+(``make_cell``). Families that torch implements as a fused kernel (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``) subclass
+:class:`FusedRecurrentNetwork` instead, which runs the kernel and offers the hand-written cell on the same weights.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from torch import nn
 from rnnlab.errors import ConfigError, require_choice, require_positive
 
 IMPLEMENTATIONS = ("auto", "fused", "cell")
+State = tuple[torch.Tensor, ...]
 
 
 def valid_step_mask(lengths: torch.Tensor | None, batch: int, steps: int, device: torch.device) -> torch.Tensor:
@@ -36,17 +43,51 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tenso
     return x.gather(1, index)
 
 
-class RecurrentNetwork(nn.Module):
-    """A stack of recurrent layers (optionally bidirectional, survey eqs. 29-31) and a linear readout.
+class RecurrentCell(nn.Module):
+    """One direction of one layer: ``project`` the inputs of all steps at once, then ``step`` through time.
 
-    A subclass provides the recurrence in two forms that compute the same function:
-    ``fused`` (one of torch's cuDNN/MKL kernels, ``self.rnn``) and ``cell`` (a hand-written step, ``cell_step``,
-    reading the same parameters). The cell path projects the inputs of all steps in one matrix product and loops
-    only over the recurrent part (GUIDE.md section 6).
+    ``step`` returns the new state tuple; ``output(state)`` is what the layer emits at that step (default
+    ``state[0]``, of size ``output_size``, default ``hidden_size``).
     """
 
-    fused_class: type[nn.RNNBase]
-    state_tensors: int = 1  # 1: h only; 2: (h, c)
+    hidden_size: int
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The input-dependent part of every step, [B, T, ...], computed before the loop (GUIDE.md section 6)."""
+        return x
+
+    def initial_state(self, batch: int, reference: torch.Tensor) -> State:
+        return (reference.new_zeros(batch, self.hidden_size),)
+
+    def step(self, projected: torch.Tensor, state: State, t: int) -> State:
+        raise NotImplementedError
+
+    def output(self, state: State) -> torch.Tensor:
+        return state[0]
+
+    def run(self, x: torch.Tensor, mask: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Run over [B, T, in]; steps where ``mask`` is False keep the state and emit zeros."""
+        projected = self.project(x)
+        outputs = []
+        for t in range(x.shape[1]):
+            new_state = self.step(projected[:, t], state, t)
+            keep = mask[:, t, None]
+            state = tuple(torch.where(keep.view(-1, *[1] * (new.dim() - 1)), new, old) for new, old in zip(new_state, state))
+            outputs.append(self.output(state) * keep)
+        return torch.stack(outputs, dim=1), state
+
+
+class RecurrentNetwork(nn.Module):
+    """A stack of recurrent layers, optionally bidirectional (survey eqs. 29-31), and a linear readout.
+
+    Layer l > 0 reads the concatenated directions of layer l - 1, after ``dropout`` (Zaremba et al. 2014), plus the
+    layer's own input when ``residual`` is true and the sizes match. The backward direction reads each sequence
+    reversed within its own length, so padding never reaches a valid step.
+    """
 
     def __init__(
         self,
@@ -56,12 +97,10 @@ class RecurrentNetwork(nn.Module):
         num_layers: int = 1,
         bidirectional: bool = False,
         dropout: float = 0.0,
-        implementation: str = "auto",
-        **fused_kwargs,
+        residual: bool = False,
     ):
         super().__init__()
         require_positive(input_size=input_size, output_size=output_size, hidden_size=hidden_size, num_layers=num_layers)
-        require_choice("implementation", implementation, IMPLEMENTATIONS)
         if not 0.0 <= dropout < 1.0:
             raise ConfigError("dropout", f"must be in [0, 1), got {dropout!r}")
         self.input_size = input_size
@@ -70,6 +109,106 @@ class RecurrentNetwork(nn.Module):
         self.num_layers = num_layers
         self.num_directions = 2 if bidirectional else 1
         self.dropout = dropout
+        self.residual = residual
+        self.cells = nn.ModuleList()
+        layer_input = input_size
+        for layer in range(num_layers):
+            layer_cells = [self.make_cell(layer_input, layer, direction) for direction in range(self.num_directions)]
+            self.cells.extend(layer_cells)
+            layer_input = sum(cell.output_size for cell in layer_cells)
+        self.readout = nn.Linear(layer_input, output_size)
+
+    def make_cell(self, input_size: int, layer: int, direction: int) -> RecurrentCell:
+        """The cell of one layer and direction (0 forward, 1 backward) reading ``input_size`` features."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
+        hidden, state = self.run_layers(x, lengths, state)
+        return self.readout(hidden), state
+
+    def direction_cells(self) -> list[RecurrentCell]:
+        """The cells in (layer, direction) order; state index i belongs to cell i."""
+        return list(self.cells)
+
+    def run_layers(self, x: torch.Tensor, lengths: torch.Tensor | None, state):
+        batch, steps, _ = x.shape
+        mask = valid_step_mask(lengths, batch, steps, x.device)
+        cells = self.direction_cells()
+        if state is None:
+            initial = [cell.initial_state(batch, x) for cell in cells]
+        else:
+            components = state if isinstance(state, tuple) else (state,)
+            initial = [tuple(c[i] for c in components) for i in range(len(cells))]
+        final = []
+        layer_input = x
+        for layer in range(self.num_layers):
+            if layer > 0 and self.dropout > 0:
+                layer_input = nn.functional.dropout(layer_input, self.dropout, self.training)
+            directions = []
+            for direction in range(self.num_directions):
+                index = layer * self.num_directions + direction
+                seq = reverse_padded(layer_input, lengths) if direction else layer_input
+                out, last = cells[index].run(seq, mask, initial[index])
+                directions.append(reverse_padded(out, lengths) if direction else out)
+                final.append(last)
+            output = torch.cat(directions, dim=-1)
+            if self.residual and layer > 0 and output.shape == layer_input.shape:
+                output = output + layer_input
+            layer_input = output
+        stacked = tuple(torch.stack(component) for component in zip(*final))
+        return layer_input, stacked if len(stacked) > 1 else stacked[0]
+
+
+class _TorchWeightsCell(RecurrentCell):
+    """A hand-written cell that reads its weights from one layer/direction of a fused ``nn.RNNBase``.
+
+    Not registered as a submodule: the parameters belong to the fused module, so both paths share them.
+    """
+
+    def __init__(self, network: "FusedRecurrentNetwork", suffix: str):
+        super().__init__()
+        self.__dict__["network"] = network  # plain attribute, not a child module
+        self.suffix = suffix
+        self.hidden_size = network.hidden_size
+
+    def weight(self, name: str) -> torch.Tensor:
+        return getattr(self.network.rnn, name + self.suffix)
+
+    def project(self, x):
+        return nn.functional.linear(x, self.weight("weight_ih"), self.weight("bias_ih"))
+
+    def initial_state(self, batch, reference):
+        zeros = reference.new_zeros(batch, self.hidden_size)
+        return (zeros,) * self.network.state_tensors
+
+    def step(self, projected, state, t):
+        return self.network.cell_step(projected, state, self.weight("weight_hh"), self.weight("bias_hh"))
+
+
+class FusedRecurrentNetwork(RecurrentNetwork):
+    """A family torch implements as a fused kernel (``fused_class``), plus the same math as a hand-written cell.
+
+    ``implementation``: ``fused`` runs the kernel, ``cell`` the hand-written loop on the same parameters, ``auto``
+    the kernel whenever the settings allow it. Subclasses implement ``cell_step``.
+    """
+
+    fused_class: type[nn.RNNBase]
+    state_tensors: int = 1  # 1: h; 2: (h, c)
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        residual: bool = False,
+        implementation: str = "auto",
+        **fused_kwargs,
+    ):
+        require_choice("implementation", implementation, IMPLEMENTATIONS)
+        super().__init__(input_size, output_size, hidden_size, num_layers, bidirectional, dropout, residual)
         self.rnn = self.fused_class(
             input_size,
             hidden_size,
@@ -80,75 +219,28 @@ class RecurrentNetwork(nn.Module):
             **fused_kwargs,
         )
         self.use_fused = self.resolve_implementation(implementation)
-        self.readout = nn.Linear(hidden_size * self.num_directions, output_size)
+
+    def make_cell(self, input_size: int, layer: int, direction: int) -> RecurrentCell:
+        return _TorchWeightsCell(self, f"_l{layer}" + ("_reverse" if direction else ""))
+
+    def fused_supported(self) -> bool:
+        return not self.residual
 
     def resolve_implementation(self, implementation: str) -> bool:
-        """True for the fused kernel. ``auto`` picks it whenever the math allows."""
         if implementation == "fused" and not self.fused_supported():
             raise ConfigError("implementation", "fused is not available for these settings; use cell or auto")
         return implementation == "fused" or (implementation == "auto" and self.fused_supported())
 
-    def fused_supported(self) -> bool:
-        return True
-
-    def cell_step(self, x_projected: torch.Tensor, state: tuple[torch.Tensor, ...], weight_hh, bias_hh):
+    def cell_step(self, x_projected: torch.Tensor, state: State, weight_hh, bias_hh) -> State:
         """One step of the recurrence given the precomputed input projection; returns the new state tuple."""
         raise NotImplementedError
 
-    # -- forward ------------------------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
-        if self.use_fused:
-            hidden, state = self._forward_fused(x, lengths, state)
-        else:
-            hidden, state = self._forward_cells(x, lengths, state)
-        return self.readout(hidden), state
-
-    def _forward_fused(self, x, lengths, state):
+    def run_layers(self, x, lengths, state):
+        if not self.use_fused:
+            return super().run_layers(x, lengths, state)
         if lengths is None:
             return self.rnn(x, state)
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         hidden, state = self.rnn(packed, state)
         hidden, _ = nn.utils.rnn.pad_packed_sequence(hidden, batch_first=True, total_length=x.shape[1])
         return hidden, state
-
-    def _initial_state(self, x: torch.Tensor, state):
-        if state is None:
-            zeros = x.new_zeros(self.num_layers * self.num_directions, x.shape[0], self.hidden_size)
-            return (zeros,) * self.state_tensors
-        return state if isinstance(state, tuple) else (state,)
-
-    def _forward_cells(self, x, lengths, state):
-        batch, steps, _ = x.shape
-        mask = valid_step_mask(lengths, batch, steps, x.device)
-        initial = self._initial_state(x, state)
-        final = [[] for _ in range(self.state_tensors)]
-        layer_input = x
-        for layer in range(self.num_layers):
-            if layer > 0 and self.dropout > 0:
-                layer_input = nn.functional.dropout(layer_input, self.dropout, self.training)
-            directions = []
-            for direction in range(self.num_directions):
-                index = layer * self.num_directions + direction
-                suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                seq = reverse_padded(layer_input, lengths) if direction else layer_input
-                out, last = self._run_direction(seq, mask, tuple(s[index] for s in initial), suffix)
-                directions.append(reverse_padded(out, lengths) if direction else out)
-                for store, value in zip(final, last):
-                    store.append(value)
-            layer_input = torch.cat(directions, dim=-1)
-        final_state = tuple(torch.stack(s) for s in final)
-        return layer_input, final_state if self.state_tensors > 1 else final_state[0]
-
-    def _run_direction(self, seq, mask, state, suffix):
-        weight_ih = getattr(self.rnn, "weight_ih" + suffix)
-        weight_hh = getattr(self.rnn, "weight_hh" + suffix)
-        bias_ih = getattr(self.rnn, "bias_ih" + suffix)
-        bias_hh = getattr(self.rnn, "bias_hh" + suffix)
-        projected = nn.functional.linear(seq, weight_ih, bias_ih)  # all steps in one product
-        outputs = []
-        for t in range(seq.shape[1]):
-            new_state = self.cell_step(projected[:, t], state, weight_hh, bias_hh)
-            keep = mask[:, t, None]
-            state = tuple(torch.where(keep, new, old) for new, old in zip(new_state, state))
-            outputs.append(state[0] * keep)
-        return torch.stack(outputs, dim=1), state

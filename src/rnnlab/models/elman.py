@@ -6,12 +6,12 @@ import torch
 from torch import nn
 
 from rnnlab.errors import require_choice
-from rnnlab.models.base import RecurrentNetwork
+from rnnlab.models.base import FusedRecurrentNetwork
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
 
 
-class Elman(RecurrentNetwork):
+class Elman(FusedRecurrentNetwork):
     """Simple recurrent network (Elman 1990; survey eqs. 1-3).
 
         h_t = f_H(W_IH x_t + W_HH h_{t-1} + b_h)          (eq. 1-2)
@@ -30,7 +30,7 @@ class Elman(RecurrentNetwork):
         super().__init__(input_size, output_size, nonlinearity=fused_nonlinearity, **kwargs)
 
     def fused_supported(self) -> bool:
-        return self.activation in ("tanh", "relu")
+        return super().fused_supported() and self.activation in ("tanh", "relu")
 
     def cell_step(self, x_projected, state, weight_hh, bias_hh):
         (h,) = state

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rnnlab.models.base import RecurrentNetwork
+from rnnlab.models.base import FusedRecurrentNetwork
 
 
-class LSTM(RecurrentNetwork):
+class LSTM(FusedRecurrentNetwork):
     """Long short-term memory with forget gate (Hochreiter & Schmidhuber 1997; Gers et al. 2000; survey IV.F).
 
         i_t = sigma(W_xi x_t + W_hi h_{t-1} + b_i)        f_t = sigma(W_xf x_t + W_hf h_{t-1} + b_f)
@@ -32,7 +32,7 @@ class LSTM(RecurrentNetwork):
         return h, c
 
 
-class GRU(RecurrentNetwork):
+class GRU(FusedRecurrentNetwork):
     """Gated recurrent unit (Cho et al. 2014; survey eqs. 47-50).
 
         z_t = sigma(W_xz x_t + W_hz h_{t-1} + b_z)                    (eq. 47, update gate)

@@ -38,7 +38,7 @@ class SequenceTask(pl.LightningModule):
     def __init__(
         self,
         model: nn.Module,
-        task: TaskSpec,
+        spec: TaskSpec,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         pooling: str = "last",
@@ -46,12 +46,12 @@ class SequenceTask(pl.LightningModule):
         super().__init__()
         require_choice("pooling", pooling, POOLINGS)
         self.model = model
-        self.task = task
+        self.spec = spec
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.pooling = pooling
         self.diverged_at_step: int | None = None
-        if task.kind == "classification":
+        if spec.kind == "classification":
             self.accuracy = nn.ModuleDict(
                 {
                     stage: torchmetrics.Accuracy(
@@ -67,7 +67,7 @@ class SequenceTask(pl.LightningModule):
 
     def head(self, outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Select the outputs that meet the targets: [B, T, C] for per-step targets, else [B, C]."""
-        if self.task.per_step:
+        if self.spec.per_step:
             return outputs
         if self.pooling == "last":
             return outputs[torch.arange(outputs.shape[0], device=outputs.device), lengths - 1]
@@ -76,12 +76,12 @@ class SequenceTask(pl.LightningModule):
 
     def loss_and_count(self, predictions: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor):
         """Mean loss over targets, and the number of targets it averages (for epoch-level weighting)."""
-        if self.task.kind == "classification":
+        if self.spec.kind == "classification":
             logits = predictions.reshape(-1, predictions.shape[-1])
             flat = targets.reshape(-1)
             count = int((flat != IGNORE_INDEX).sum())
             return nn.functional.cross_entropy(logits, flat, ignore_index=IGNORE_INDEX), count
-        if self.task.per_step:
+        if self.spec.per_step:
             mask = valid_step_mask(lengths, *predictions.shape[:2], predictions.device).unsqueeze(-1)
             squared = (predictions - targets) ** 2 * mask
             count = int(mask.sum()) * predictions.shape[-1]
@@ -94,11 +94,11 @@ class SequenceTask(pl.LightningModule):
         loss, count = self.loss_and_count(predictions, batch["targets"], batch["lengths"])
         log = dict(on_step=stage == "train", on_epoch=True, batch_size=count, sync_dist=stage != "train")
         self.log(f"{stage}/loss", loss, prog_bar=True, **log)
-        if self.task.metric == "mse":
+        if self.spec.metric == "mse":
             self.log(f"{stage}/mse", loss, **log)
-        elif self.task.metric == "bpc":
+        elif self.spec.metric == "bpc":
             self.log(f"{stage}/bpc", loss / math.log(2), **log)
-        if self.task.kind == "classification":
+        if self.spec.kind == "classification":
             accuracy = self.accuracy[stage]
             accuracy(predictions.reshape(-1, predictions.shape[-1]), batch["targets"].reshape(-1))
             self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage != "train")

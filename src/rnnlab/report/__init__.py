@@ -1,0 +1,1 @@
+"""Collect run records into tables."""
