@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,13 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
 from rnnlab.config_check import CONF_DIR, PRIMARY_CONFIG, check_command_line
 from rnnlab.errors import ConfigError
 from rnnlab.loggers import finish_loggers
+from rnnlab.models.budget import count_parameters, hidden_size_for_budget
 from rnnlab.record import RunStats, environment, one_line, peak_memory_mb, write_record
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,17 @@ def make(cfg: DictConfig, group: str, **kwargs):
         return instantiate(OmegaConf.select(cfg, group), **kwargs)
 
 
+def build_model(model_cfg: DictConfig, input_size: int, output_size: int):
+    """The model for the data's dims; ``param_budget`` (when set) picks its hidden_size."""
+    model_cfg = model_cfg.copy()
+    with open_dict(model_cfg):
+        budget = model_cfg.pop("param_budget", None)
+    factory = partial(instantiate(model_cfg), input_size=input_size, output_size=output_size)
+    if budget is not None:
+        factory = partial(factory, hidden_size=hidden_size_for_budget(factory, budget))
+    return factory()
+
+
 def build(cfg: DictConfig, stats: RunStats):
     """Instantiate datamodule, model, task module, loggers and trainer, in that order."""
     datamodule = make(cfg, "data")
@@ -73,7 +86,7 @@ def build(cfg: DictConfig, stats: RunStats):
     datamodule.setup("fit")
     pl.seed_everything(cfg.seed, workers=True)
     with config_errors("model"):
-        model = instantiate(cfg.model)(input_size=datamodule.input_size, output_size=datamodule.output_size)
+        model = build_model(cfg.model, datamodule.input_size, datamodule.output_size)
     scheduler = make(cfg, "scheduler") if cfg.get("scheduler") else None
     optimizer = make(cfg, "optimizer")
     with config_errors("task"):
@@ -91,9 +104,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     stats = RunStats()
     record: dict[str, Any] = new_record(cfg)
     loggers: list = []
+    failure: Exception | None = None
     try:
         datamodule, module, loggers, trainer = build(cfg, stats)
-        record["params"] = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
+        record["params"] = count_parameters(module.model)
+        record["hidden_size"] = getattr(module.model, "hidden_size", None)
         for logger in loggers:
             logger.log_hyperparams(record["config"])
         trainer.fit(module, datamodule=datamodule)
@@ -109,9 +124,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             record["checkpoint"] = best and trainer.checkpoint_callback.best_model_path
             record.update(status="completed", error=None)
     except ConfigError as error:
+        failure = error
         record.update(status="failed", error=str(error), error_kind="config")
         log.error("%s", error)
     except Exception as error:  # a failed job is recorded, and a sweep goes on with the next one
+        failure = error
         record.update(status="failed", error=one_line(error))
         log.exception("run failed: %s", record["error"])
     finally:
@@ -121,6 +138,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         path = write_record(run_dir, record)
         log.info("run %s: %s", record["status"], path)
         print(run_dir, flush=True)
+    if failure is not None and os.environ.get("HYDRA_FULL_ERROR") and HydraConfig.get().mode == RunMode.RUN:
+        raise failure
     return record
 
 

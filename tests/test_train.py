@@ -1,0 +1,126 @@
+"""rnnlab-train end to end: records, seeds, divergence, loggers, sweeps, DDP on CPU, and the default job."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from conftest import read_record, run_cli, train_in_process
+
+FAST = ["debug=fast", "data.train_size=256", "data.val_size=64", "data.test_size=64"]
+
+
+def test_record_has_every_key_of_the_guide(tmp_path):
+    record = train_in_process(tmp_path, *FAST)
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
+    for key in ("status", "error", "model", "data", "optimizer", "seed", "params", "steps", "epochs", "metrics",
+                "timing", "peak_memory_mb", "env", "config"):
+        assert key in record, key
+    assert record["error"] is None and (record["model"], record["data"], record["optimizer"]) == ("lstm", "adding", "adam")
+    assert record["steps"] == 4 and record["epochs"] == 1  # 256 / 64 batches, debug=fast caps at 5
+    assert {"val/loss", "test/loss", "test/mse"} <= set(record["metrics"])
+    assert record["params"] == 4 * 64 * (2 + 64) + 8 * 64 + 64 + 1
+    assert set(record["timing"]) == {"train_s", "step_ms", "tokens_per_s"} and record["timing"]["step_ms"] > 0
+    assert set(record["env"]) == {"git_sha", "torch", "lightning", "hydra", "device", "host"}
+    assert record["config"]["model"]["hidden_size"] == 64  # resolved config
+
+
+def test_same_config_gives_identical_metrics(tmp_path):
+    first = train_in_process(tmp_path / "a", *FAST, "model=gru")
+    second = train_in_process(tmp_path / "b", *FAST, "model=gru")
+    assert first["metrics"] == second["metrics"]
+
+
+def test_model_seed_and_data_seed_are_separate(tmp_path):
+    base = train_in_process(tmp_path / "base", *FAST, "seed=0", "data.seed=0")
+    other_model = train_in_process(tmp_path / "model", *FAST, "seed=1", "data.seed=0")
+    other_data = train_in_process(tmp_path / "data", *FAST, "seed=0", "data.seed=1")
+    assert base["metrics"]["test/loss"] != other_model["metrics"]["test/loss"]
+    assert base["metrics"]["test/loss"] != other_data["metrics"]["test/loss"]
+
+
+def test_non_finite_loss_ends_the_run_as_diverged(tmp_path):
+    record = train_in_process(tmp_path, *FAST, "model=elman", "model.activation=relu", "optimizer=sgd", "optimizer.lr=1e30")
+    assert record["status"] == "diverged" and "non-finite" in record["error"]
+    assert read_record(tmp_path)["status"] == "diverged"
+
+
+@pytest.mark.parametrize("model", ["elman", "lstm", "gru"])
+def test_each_model_beats_the_adding_baseline(tmp_path, model):
+    record = train_in_process(
+        tmp_path, f"model={model}", "data.seq_len=10", "data.train_size=2000", "data.batch_size=32",
+        "model.hidden_size=32", "optimizer.lr=0.01", "trainer.max_epochs=8",
+    )
+    assert record["metrics"]["test/mse"] < 0.167 * 0.5, record["metrics"]
+
+
+def test_copy_task_beats_the_memoryless_baseline(tmp_path):
+    record = train_in_process(
+        tmp_path, "data=copy", "data.delay=5", "data.train_size=3000", "model.hidden_size=64",
+        "optimizer.lr=0.01", "trainer.max_epochs=6",
+    )
+    baseline = 10 * math.log(8) / (5 + 20)
+    assert record["metrics"]["test/loss"] < 0.5 * baseline, record["metrics"]
+
+
+def test_language_model_reports_bits_per_character(tmp_path, shared_data):
+    record = train_in_process(tmp_path, "data=tinyshakespeare", f"data.root={shared_data}/tinyshakespeare", *FAST[:1])
+    assert math.isclose(record["metrics"]["test/bpc"], record["metrics"]["test/loss"] / math.log(2), rel_tol=1e-5)
+    assert record["metrics"]["test/bpc"] < math.log2(65)  # already better than uniform over the vocabulary
+
+
+def test_wandb_logger_writes_an_offline_run(tmp_path):
+    result = run_cli(tmp_path, *FAST, "callbacks=minimal", "logger=[csv,wandb]", "name=wb", "tags=[smoke]",
+                     f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    config = (runs[0] / "files" / "config.yaml").read_text()
+    assert "hidden_size" in config and "model" in config  # nested config, not flattened keys like model/hidden_size
+    assert (tmp_path / "run" / "csv" / "metrics.csv").is_file()
+
+
+def test_tensorboard_and_csv_together(tmp_path):
+    record = train_in_process(tmp_path, *FAST, "logger=[csv,tensorboard]")
+    assert record["status"] == "completed"
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*")) and (tmp_path / "csv" / "metrics.csv").is_file()
+
+
+def test_joblib_sweep_survives_a_failed_job(tmp_path):
+    result = run_cli(tmp_path, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST, "callbacks=minimal",
+                     "model.hidden_size=16,-1", f"hydra.sweep.dir={tmp_path}/sweep")
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = {read_record(tmp_path / "sweep" / str(i))["config"]["model"]["hidden_size"]: read_record(tmp_path / "sweep" / str(i)) for i in (0, 1)}
+    assert records[16]["status"] == "completed"
+    assert records[-1]["status"] == "failed" and "model.hidden_size" in records[-1]["error"]
+
+
+def test_basic_sweep_runs_every_model_and_seed(tmp_path):
+    result = run_cli(tmp_path, "-m", "model=elman,lstm,gru", "seed=0,1", *FAST, "callbacks=minimal",
+                     f"hydra.sweep.dir={tmp_path}/sweep")
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [read_record(p.parent) for p in Path(tmp_path / "sweep").glob("*/summary.json")]
+    assert sorted((r["model"], r["seed"]) for r in records) == sorted((m, s) for m in ("elman", "lstm", "gru") for s in (0, 1))
+    assert all(r["status"] == "completed" for r in records)
+
+
+def test_ddp_cpu_trains_and_writes_one_record(tmp_path):
+    result = run_cli(tmp_path, "trainer=ddp_cpu", *FAST, "callbacks=minimal", f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == str(tmp_path / "run")
+    assert len(list((tmp_path / "run").rglob("summary.json"))) == 1
+    record = read_record(tmp_path / "run")
+    assert record["status"] == "completed" and record["config"]["trainer"]["devices"] == 2
+
+
+@pytest.mark.slow
+def test_default_job_learns_the_adding_problem(tmp_path):
+    result = run_cli(tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    assert run_dir.is_relative_to(tmp_path / "logs" / "runs") or (tmp_path / run_dir).is_dir()
+    record = read_record(run_dir if run_dir.is_absolute() else tmp_path / run_dir)
+    assert record["status"] == "completed" and record["metrics"]["test/mse"] < 0.03
