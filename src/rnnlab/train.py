@@ -84,9 +84,11 @@ def build(cfg: DictConfig, stats: RunStats):
     datamodule = make(cfg, "data")
     datamodule.prepare_data()
     datamodule.setup("fit")
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    # token-id inputs are embedded by the task first, so the model reads embedding_dim features per step
+    input_size = cfg.task.embedding_dim if datamodule.task.input_vocab else datamodule.input_size
     with config_errors("model"):
-        model = build_model(cfg.model, datamodule.input_size, datamodule.output_size)
+        model = build_model(cfg.model, input_size, datamodule.output_size)
     scheduler = make(cfg, "scheduler") if cfg.get("scheduler") else None
     optimizer = make(cfg, "optimizer")
     with config_errors("task"):
@@ -109,6 +111,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         datamodule, module, loggers, trainer = build(cfg, stats)
         record["params"] = count_parameters(module.model)
         record["hidden_size"] = getattr(module.model, "hidden_size", None)
+        record["data_note"] = getattr(datamodule, "note", None)  # e.g. a substitute split used offline
         for logger in loggers:
             logger.log_hyperparams(record["config"])
         trainer.fit(module, datamodule=datamodule)

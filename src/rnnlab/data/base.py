@@ -1,9 +1,11 @@
 """The datamodule contract every dataset follows (GUIDE.md section 1).
 
 A datamodule yields batches ``{"inputs": [B, T, F] float, "lengths": [B] long, "targets": ...}`` with padding at the
-end of each sequence, and exposes ``input_size``, ``output_size`` and ``task`` (a :class:`TaskSpec`) so that any
-model can be wired to it. Targets are ``[B]`` / ``[B, D]`` for one target per sequence and ``[B, T]`` / ``[B, T, D]``
-for one per step; padded per-step class targets hold ``IGNORE_INDEX``.
+end of each sequence (``inputs`` are [B, T] long token ids instead when ``task.input_vocab`` is set), and exposes
+``input_size``, ``output_size`` and ``task`` (a :class:`TaskSpec`) so that any model can be wired to it. Targets
+are ``[B]`` / ``[B, D]`` for one target per sequence and ``[B, T]`` / ``[B, T, D]`` for one per step; padded
+per-step class targets hold ``IGNORE_INDEX``. A batch may carry ``target_mask`` [B, T] bool: the steps whose per-step
+targets count in the loss (e.g. only the future frames of a frame-prediction clip); False on padding.
 """
 
 from __future__ import annotations
@@ -21,24 +23,33 @@ from rnnlab.errors import ConfigError, require_positive
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-TASK_KINDS = ("regression", "classification")
-METRICS = ("mse", "acc", "bpc")
+TASK_KINDS = ("regression", "classification", "ctc", "multilabel")
+METRICS = ("mse", "acc", "bpc", "ppl", "ler", "nll")
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     """What the data asks of a model: the loss family, where targets sit, and the headline metric.
 
-    kind:      ``regression`` (MSE) or ``classification`` (cross-entropy)
+    kind:      ``regression`` (MSE), ``classification`` (cross-entropy), ``ctc`` (a label sequence per sequence,
+               CTC loss; batches add ``target_lengths``) or ``multilabel`` (independent binary targets, BCE)
     per_step:  targets at every valid step (language modelling, copy task) or one per sequence
-    metric:    the headline test metric: ``mse``, ``acc`` or ``bpc`` (bits per character = cross-entropy / ln 2)
+    metric:    the headline test metric: ``mse``, ``acc``, ``bpc`` (bits per character = cross-entropy / ln 2) or
+               ``ppl`` (perplexity = exp of the token-averaged cross-entropy over the epoch); ``ler`` (label error
+               rate of greedy CTC decoding) or ``nll`` (multilabel NLL summed over labels, averaged over steps)
     baseline:  the documented score of a trivial predictor on the test metric's loss, for reference in records
+    input_vocab: when set, inputs are token ids, LongTensor [B, T] in [0, input_vocab), which the task embeds
+               before the model (instead of float features [B, T, F])
+    stateful:  consecutive batches continue the same streams (row b of batch k+1 follows row b of batch k), so the
+               task carries the model state across batches and the train loader does not shuffle
     """
 
     kind: str
     per_step: bool
     metric: str
     baseline: float | None = None
+    input_vocab: int | None = None
+    stateful: bool = False
 
 
 class SequenceDataset(Dataset):
@@ -57,17 +68,29 @@ class SequenceDataset(Dataset):
         return self.inputs[index], self.targets[index]
 
 
-def pad_collate(items: list[tuple[torch.Tensor, torch.Tensor]], per_step: bool) -> dict[str, torch.Tensor]:
-    """Stack variable-length sequences, padding at the end; padded per-step class targets hold IGNORE_INDEX."""
-    inputs, targets = zip(*items)
+def pad_collate(
+    items: list[tuple[torch.Tensor, torch.Tensor]], per_step: bool, kind: str = "classification"
+) -> dict[str, torch.Tensor]:
+    """Stack variable-length sequences, padding at the end; padded per-step class targets hold IGNORE_INDEX.
+
+    Items are (inputs, targets) or (inputs, targets, target_mask [T] bool), the mask batched as ``target_mask``.
+    """
+    inputs, targets, *masks = zip(*items)
     lengths = torch.tensor([x.shape[0] for x in inputs], dtype=torch.long)
     padded = torch.nn.utils.rnn.pad_sequence(list(inputs), batch_first=True)
-    if per_step:
+    if kind == "ctc":  # label sequences [S_i], padded with the blank 0; their lengths go in "target_lengths"
+        stacked = torch.nn.utils.rnn.pad_sequence(list(targets), batch_first=True, padding_value=0)
+    elif per_step:
         pad_value = IGNORE_INDEX if targets[0].dtype == torch.long else 0.0
         stacked = torch.nn.utils.rnn.pad_sequence(list(targets), batch_first=True, padding_value=pad_value)
     else:
         stacked = torch.stack(targets)
-    return {"inputs": padded, "lengths": lengths, "targets": stacked}
+    batch = {"inputs": padded, "lengths": lengths, "targets": stacked}
+    if kind == "ctc":
+        batch["target_lengths"] = torch.tensor([len(t) for t in targets], dtype=torch.long)
+    if masks:
+        batch["target_mask"] = torch.nn.utils.rnn.pad_sequence(list(masks[0]), batch_first=True, padding_value=False)
+    return batch
 
 
 class SequenceDataModule(pl.LightningDataModule):
@@ -110,13 +133,14 @@ class SequenceDataModule(pl.LightningDataModule):
         )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        shuffle = shuffle and not self.task.stateful  # stateful streams must arrive in order
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
             self.splits[split],
             batch_size=self.batch_size,
             shuffle=shuffle,
             generator=generator,
-            collate_fn=partial(pad_collate, per_step=self.task.per_step),
+            collate_fn=partial(pad_collate, per_step=self.task.per_step, kind=self.task.kind),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

@@ -69,15 +69,24 @@ class RecurrentCell(nn.Module):
     def output(self, state: State) -> torch.Tensor:
         return state[0]
 
-    def run(self, x: torch.Tensor, mask: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """Run over [B, T, in]; steps where ``mask`` is False keep the state and emit zeros."""
-        projected = self.project(x)
+    def run(self, x: torch.Tensor, mask: torch.Tensor | None, state: State) -> tuple[torch.Tensor, State]:
+        """Run over [B, T, in]; steps where ``mask`` [B, T] is False keep the state and emit zeros (None: all valid).
+
+        The projection is split into per-step views once (``unbind``): indexing ``projected[:, t]`` inside the loop
+        would make autograd scatter each step's gradient into a full [B, T, ...] buffer, O(T^2) in backward.
+        """
+        projected = self.project(x).unbind(1)
         outputs = []
-        for t in range(x.shape[1]):
-            new_state = self.step(projected[:, t], state, t)
-            keep = mask[:, t, None]
+        if mask is None or bool(mask.all()):
+            for t, projected_t in enumerate(projected):
+                state = self.step(projected_t, state, t)
+                outputs.append(self.output(state))
+            return torch.stack(outputs, dim=1), state
+        for t, (projected_t, keep) in enumerate(zip(projected, mask.unbind(1))):
+            new_state = self.step(projected_t, state, t)
             state = tuple(torch.where(keep.view(-1, *[1] * (new.dim() - 1)), new, old) for new, old in zip(new_state, state))
-            outputs.append(self.output(state) * keep)
+            output = self.output(state)
+            outputs.append(torch.where(keep.view(-1, *[1] * (output.dim() - 1)), output, 0.0))
         return torch.stack(outputs, dim=1), state
 
 
@@ -185,6 +194,25 @@ class _TorchWeightsCell(RecurrentCell):
         return self.network.cell_step(projected, state, self.weight("weight_hh"), self.weight("bias_hh"))
 
 
+class _SequenceKernelCell(_TorchWeightsCell):
+    """A ``_TorchWeightsCell`` whose ``run`` hands the whole sequence to the network's ``cell_sequence`` (one autograd
+    node, ``rnnlab.models.kernels``) instead of stepping ``cell_step`` in Python; ``step`` is unchanged.
+
+    The kernel runs every step, padding included: padding is at the end, so steps past a sequence's length never
+    reach its valid steps; the state after its last valid step is picked out and padded outputs are zeroed.
+    """
+
+    def run(self, x, mask, state):
+        states = self.network.cell_sequence(self.project(x), state, self.weight("weight_hh"), self.weight("bias_hh"))
+        outputs = self.output(tuple(s[1:] for s in states)).transpose(0, 1)  # [B, T, H]
+        if mask is None or bool(mask.all()):
+            return outputs, tuple(s[-1] for s in states)
+        lengths = mask.sum(1)  # a prefix mask: valid steps first
+        batch = torch.arange(lengths.shape[0], device=lengths.device)
+        final = tuple(s[lengths, batch] for s in states)
+        return outputs.masked_fill(~mask.view(*mask.shape, *[1] * (outputs.dim() - 2)), 0.0), final
+
+
 class FusedRecurrentNetwork(RecurrentNetwork):
     """A family torch implements as a fused kernel (``fused_class``), plus the same math as a hand-written cell.
 
@@ -194,6 +222,9 @@ class FusedRecurrentNetwork(RecurrentNetwork):
 
     fused_class: type[nn.RNNBase]
     state_tensors: int = 1  # 1: h; 2: (h, c)
+    # Optional whole-sequence form of ``cell_step``, (x_projected [B, T, ...], state, weight_hh, bias_hh) -> every
+    # state tuple component as [T + 1, B, ...] (entry 0 the initial state); the cell path then runs it in one call.
+    cell_sequence = None
 
     def __init__(
         self,
@@ -221,7 +252,8 @@ class FusedRecurrentNetwork(RecurrentNetwork):
         self.use_fused = self.resolve_implementation(implementation)
 
     def make_cell(self, input_size: int, layer: int, direction: int) -> RecurrentCell:
-        return _TorchWeightsCell(self, f"_l{layer}" + ("_reverse" if direction else ""))
+        cell_class = _TorchWeightsCell if self.cell_sequence is None else _SequenceKernelCell
+        return cell_class(self, f"_l{layer}" + ("_reverse" if direction else ""))
 
     def fused_supported(self) -> bool:
         return not self.residual

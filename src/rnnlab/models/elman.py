@@ -1,14 +1,16 @@
-"""Elman (simple) recurrent network, survey eqs. 1-3."""
+"""Elman (simple) recurrent network, survey eqs. 1-3, its identity-initialised ReLU preset (IRNN), and the Jordan
+network, whose recurrence runs through the layer's output instead of its hidden state."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from rnnlab.errors import require_choice
-from rnnlab.models.base import FusedRecurrentNetwork
+from rnnlab.errors import require_choice, require_positive
+from rnnlab.models.base import FusedRecurrentNetwork, RecurrentCell, RecurrentNetwork
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
+INITS = ("default", "identity")
 
 
 class Elman(FusedRecurrentNetwork):
@@ -19,15 +21,40 @@ class Elman(FusedRecurrentNetwork):
 
     f_H is ``activation`` (tanh, relu or sigmoid). tanh and relu run on torch's fused ``nn.RNN``; sigmoid has no
     fused kernel and runs the hand-written cell. Shapes as in ``rnnlab.models.base``; state h: [layers*dirs, B, H].
+
+    ``init``: ``default`` keeps torch's U(-1/sqrt(H), 1/sqrt(H)) weights; ``identity`` sets W_HH = ``init_scale`` * I
+    and both biases to 0 in every layer and direction, which with ``activation=relu`` is the IRNN of Le, Jaitly &
+    Hinton 2015, "A Simple Way to Initialize Recurrent Networks of Rectified Linear Units" (config ``irnn``).
     """
 
     fused_class = nn.RNN
 
-    def __init__(self, input_size: int, output_size: int, activation: str = "tanh", **kwargs):
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        activation: str = "tanh",
+        init: str = "default",
+        init_scale: float = 1.0,
+        **kwargs,
+    ):
         require_choice("activation", activation, tuple(ACTIVATIONS))
+        require_choice("init", init, INITS)
+        require_positive(init_scale=init_scale)
         self.activation = activation
         fused_nonlinearity = activation if activation in ("tanh", "relu") else "tanh"
         super().__init__(input_size, output_size, nonlinearity=fused_nonlinearity, **kwargs)
+        if init == "identity":
+            self.identity_init(init_scale)
+
+    @torch.no_grad()
+    def identity_init(self, scale: float) -> None:
+        """W_HH = scale * I, b_ih = b_hh = 0 for every layer and direction (Le et al. 2015, section 3)."""
+        for name, parameter in self.rnn.named_parameters():
+            if name.startswith("weight_hh"):
+                parameter.copy_(scale * torch.eye(self.hidden_size, dtype=parameter.dtype, device=parameter.device))
+            elif name.startswith("bias"):
+                parameter.zero_()
 
     def fused_supported(self) -> bool:
         return super().fused_supported() and self.activation in ("tanh", "relu")
@@ -35,3 +62,43 @@ class Elman(FusedRecurrentNetwork):
     def cell_step(self, x_projected, state, weight_hh, bias_hh):
         (h,) = state
         return (ACTIVATIONS[self.activation](x_projected + nn.functional.linear(h, weight_hh, bias_hh)),)
+
+
+class JordanCell(RecurrentCell):
+    """One Jordan layer: the previous output y_{t-1}, not h_{t-1}, feeds back. State (y,): [B, H]."""
+
+    def __init__(self, input_size: int, hidden_size: int, activation: str):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.activation = ACTIVATIONS[activation]
+        self.input = nn.Linear(input_size, hidden_size)  # W, b
+        self.feedback = nn.Linear(hidden_size, hidden_size, bias=False)  # U
+        self.emit = nn.Linear(hidden_size, hidden_size)  # W_o, b_o
+
+    def project(self, x):
+        return self.input(x)
+
+    def step(self, projected, state, t):
+        (y,) = state
+        h = self.activation(projected + self.feedback(y))
+        return (self.emit(h),)
+
+
+class Jordan(RecurrentNetwork):
+    """Jordan network (Jordan 1986, "Serial order: a parallel distributed processing approach").
+
+        h_t = f(W x_t + U y_{t-1} + b)
+        y_t = W_o h_t + b_o
+
+    Each layer feeds back its own output y (linear, size ``hidden_size``; Jordan fed back the network output, here
+    every layer of a stack has its own y so layers stack like Elman layers). The layer emits y_t, which is also its
+    carried state: outputs [B, T, H*dirs] into the readout, state [layers*dirs, B, H]. f is ``activation``.
+    """
+
+    def __init__(self, input_size: int, output_size: int, activation: str = "tanh", **kwargs):
+        require_choice("activation", activation, tuple(ACTIVATIONS))
+        self.activation = activation
+        super().__init__(input_size, output_size, **kwargs)
+
+    def make_cell(self, input_size, layer, direction):
+        return JordanCell(input_size, self.hidden_size, self.activation)

@@ -16,11 +16,24 @@ import torchmetrics
 from torch import nn
 
 from rnnlab.data.base import IGNORE_INDEX, TaskSpec
-from rnnlab.errors import require_choice
+from rnnlab.errors import ConfigError, require_choice, require_positive
 from rnnlab.models.base import valid_step_mask
 
 POOLINGS = ("last", "mean")
 STAGES = ("train", "val", "test")
+
+
+class StageDict(nn.ModuleDict):
+    """One module per stage (``train``/``val``/``test``), read as ``d[stage]``.
+
+    Stored under ``<stage>_`` because ``nn.Module`` already has an attribute ``train``, which ModuleDict refuses as a key.
+    """
+
+    def __init__(self, make: Callable[[], nn.Module]):
+        super().__init__({f"{stage}_": make() for stage in STAGES})
+
+    def __getitem__(self, stage: str) -> nn.Module:
+        return super().__getitem__(f"{stage}_")
 
 
 class SequenceTask(pl.LightningModule):
@@ -29,10 +42,21 @@ class SequenceTask(pl.LightningModule):
     Heads, chosen by the task:
       * per-step targets (language modelling, copy): every valid step's output, cross-entropy or MSE over valid steps;
       * one target per sequence: the output at the last valid step (``pooling=last``) or the mean of the outputs
-        over valid steps (``pooling=mean``), then cross-entropy (classification) or MSE (regression).
+        over valid steps (``pooling=mean``), then cross-entropy (classification) or MSE (regression);
+      * CTC (``kind=ctc``, Graves et al. 2006): every valid step's log-softmax over blank (class 0) and labels,
+        CTC loss against the batch's label sequences (``targets`` [B, S], ``target_lengths`` [B]);
+      * multilabel (``kind=multilabel``, per step): an independent Bernoulli per output (logits, BCE), its NLL
+        summed over outputs and averaged over valid steps (Boulanger-Lewandowski et al. 2012).
 
     Logged: ``<stage>/loss`` averaged over targets (steps or sequences), and the task's metric ``<stage>/acc``,
-    ``<stage>/mse`` or ``<stage>/bpc``. A non-finite training loss stops training and sets ``diverged``.
+    ``<stage>/mse``, ``<stage>/bpc`` or ``<stage>/ppl`` (exp of the epoch's token-averaged loss), ``<stage>/ler``
+    (label error rate of greedy CTC decoding over the epoch) or ``<stage>/nll`` (the multilabel loss). A non-finite
+    training loss stops training and sets ``diverged``.
+
+    Token inputs (``spec.input_vocab``): ids [B, T] pass through ``nn.Embedding(input_vocab, embedding_dim)`` before
+    the model, whose ``input_size`` must then be ``embedding_dim``. Stateful data (``spec.stateful``, Zaremba et al.
+    2014): the model's final state of one batch, detached (truncated BPTT), starts the next batch of the same stage;
+    it is reset to None at the start of every train, validation and test epoch.
     """
 
     def __init__(
@@ -42,9 +66,22 @@ class SequenceTask(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         pooling: str = "last",
+        embedding_dim: int = 128,
     ):
         super().__init__()
         require_choice("pooling", pooling, POOLINGS)
+        require_positive(embedding_dim=embedding_dim)
+        if spec.input_vocab is not None and getattr(model, "input_size", embedding_dim) != embedding_dim:
+            raise ConfigError(
+                "embedding_dim", f"is {embedding_dim} but the model reads {model.input_size} features per step; "
+                "token inputs are embedded first, so build the model with input_size=embedding_dim"
+            )
+        self.embedding = nn.Embedding(spec.input_vocab, embedding_dim) if spec.input_vocab is not None else None
+        self.carried_state: dict[str, object] = {}  # stage -> detached state of the previous batch (stateful data)
+        if spec.metric == "ppl":
+            self.perplexity = StageDict(EpochPerplexity)
+        if spec.kind == "ctc":
+            self.label_error_rate = StageDict(LabelErrorRate)
         self.model = model
         self.spec = spec
         self.optimizer_factory = optimizer
@@ -52,13 +89,10 @@ class SequenceTask(pl.LightningModule):
         self.pooling = pooling
         self.diverged_at_step: int | None = None
         if spec.kind == "classification":
-            self.accuracy = nn.ModuleDict(
-                {
-                    stage: torchmetrics.Accuracy(
-                        task="multiclass", num_classes=model.output_size, ignore_index=IGNORE_INDEX
-                    )
-                    for stage in STAGES
-                }
+            self.accuracy = StageDict(
+                lambda: torchmetrics.Accuracy(
+                    task="multiclass", num_classes=model.output_size, ignore_index=IGNORE_INDEX
+                )
             )
 
     @property
@@ -67,42 +101,92 @@ class SequenceTask(pl.LightningModule):
 
     def head(self, outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Select the outputs that meet the targets: [B, T, C] for per-step targets, else [B, C]."""
-        if self.spec.per_step:
+        if self.spec.per_step or self.spec.kind == "ctc":
             return outputs
         if self.pooling == "last":
             return outputs[torch.arange(outputs.shape[0], device=outputs.device), lengths - 1]
         mask = valid_step_mask(lengths, *outputs.shape[:2], outputs.device).unsqueeze(-1)
         return (outputs * mask).sum(1) / lengths.to(outputs.dtype).unsqueeze(-1)
 
-    def loss_and_count(self, predictions: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor):
-        """Mean loss over targets, and the number of targets it averages (for epoch-level weighting)."""
+    def loss_and_count(
+        self,
+        predictions: torch.Tensor,
+        targets: torch.Tensor,
+        lengths: torch.Tensor,
+        target_mask: torch.Tensor | None = None,
+        target_lengths: torch.Tensor | None = None,
+    ):
+        """Mean loss over targets, and the number of targets it averages (for epoch-level weighting).
+
+        ``target_mask`` [B, T] (per-step regression) restricts the loss to the steps where it is True; class targets
+        are masked beforehand by setting them to IGNORE_INDEX.
+        """
+        if self.spec.kind == "ctc":
+            return ctc_loss_and_count(predictions, targets, lengths, target_lengths)
+        if self.spec.kind == "multilabel":
+            return multilabel_nll_and_count(predictions, targets, lengths)
         if self.spec.kind == "classification":
             logits = predictions.reshape(-1, predictions.shape[-1])
             flat = targets.reshape(-1)
             count = int((flat != IGNORE_INDEX).sum())
             return nn.functional.cross_entropy(logits, flat, ignore_index=IGNORE_INDEX), count
         if self.spec.per_step:
-            mask = valid_step_mask(lengths, *predictions.shape[:2], predictions.device).unsqueeze(-1)
+            mask = valid_step_mask(lengths, *predictions.shape[:2], predictions.device)
+            if target_mask is not None:
+                mask = mask & target_mask
+            mask = mask.unsqueeze(-1)
             squared = (predictions - targets) ** 2 * mask
             count = int(mask.sum()) * predictions.shape[-1]
             return squared.sum() / count, count
         return nn.functional.mse_loss(predictions, targets), targets.shape[0]
 
     def shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        outputs, _ = self.model(batch["inputs"], batch["lengths"])
+        outputs = self.run_model(batch, stage)
         predictions = self.head(outputs, batch["lengths"])
-        loss, count = self.loss_and_count(predictions, batch["targets"], batch["lengths"])
+        targets, target_mask = batch["targets"], batch.get("target_mask")
+        if target_mask is not None and self.spec.kind == "classification":
+            targets = targets.masked_fill(~target_mask, IGNORE_INDEX)
+        loss, count = self.loss_and_count(
+            predictions, targets, batch["lengths"], target_mask, target_lengths=batch.get("target_lengths")
+        )
         log = dict(on_step=stage == "train", on_epoch=True, batch_size=count, sync_dist=stage != "train")
         self.log(f"{stage}/loss", loss, prog_bar=True, **log)
         if self.spec.metric == "mse":
             self.log(f"{stage}/mse", loss, **log)
         elif self.spec.metric == "bpc":
             self.log(f"{stage}/bpc", loss / math.log(2), **log)
+        elif self.spec.metric == "ppl":
+            self.perplexity[stage].update(loss.detach(), weight=count)
+            self.log(f"{stage}/ppl", self.perplexity[stage], on_step=False, on_epoch=True)
+        elif self.spec.metric == "nll":
+            self.log(f"{stage}/nll", loss, **log)
         if self.spec.kind == "classification":
             accuracy = self.accuracy[stage]
-            accuracy(predictions.reshape(-1, predictions.shape[-1]), batch["targets"].reshape(-1))
+            accuracy(predictions.reshape(-1, predictions.shape[-1]), targets.reshape(-1))
             self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        if self.spec.kind == "ctc":
+            error_rate = self.label_error_rate[stage]
+            error_rate.update(greedy_ctc_decode(predictions, batch["lengths"]), targets, batch["target_lengths"])
+            self.log(f"{stage}/ler", error_rate, on_step=False, on_epoch=True, prog_bar=stage != "train")
         return loss
+
+    def run_model(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        """The model's outputs [B, T, C] for a batch: token ids embedded, stateful data continuing ``stage``'s state."""
+        inputs = batch["inputs"] if self.embedding is None else self.embedding(batch["inputs"])
+        state = self.carried_state.get(stage) if self.spec.stateful else None
+        outputs, state = self.model(inputs, batch["lengths"], state=state)
+        if self.spec.stateful:
+            self.carried_state[stage] = detach_state(state)
+        return outputs
+
+    def on_train_epoch_start(self):
+        self.carried_state.pop("train", None)
+
+    def on_validation_epoch_start(self):
+        self.carried_state.pop("val", None)
+
+    def on_test_epoch_start(self):
+        self.carried_state.pop("test", None)
 
     def training_step(self, batch, batch_idx):
         loss = self.shared_step(batch, "train")
@@ -124,3 +208,84 @@ class SequenceTask(pl.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+
+
+def detach_state(state):
+    """``state`` (a tensor, or tuples / lists / dicts of them) cut from the graph, so BPTT stops at the batch edge."""
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, (tuple, list)):
+        return type(state)(detach_state(part) for part in state)
+    if isinstance(state, dict):
+        return {key: detach_state(part) for key, part in state.items()}
+    return state
+
+
+class EpochPerplexity(torchmetrics.MeanMetric):
+    """Perplexity exp(sum_i n_i L_i / sum_i n_i) of batch losses L_i over n_i tokens, accumulated over an epoch."""
+
+    def compute(self) -> torch.Tensor:
+        return torch.exp(super().compute())
+
+
+def ctc_loss_and_count(logits, targets, lengths, target_lengths, blank: int = 0):
+    """CTC loss (Graves et al. 2006) summed over the batch per reference label, and the number of labels.
+
+    logits [B, T, C] (log-softmax taken here, in float32), targets [B, S] padded, lengths [B], target_lengths [B].
+    A sequence too short for its labels would score infinity; it counts zero instead (datamodules check lengths).
+    """
+    log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # [T, B, C]
+    total = nn.functional.ctc_loss(
+        log_probs, targets, lengths, target_lengths, blank=blank, reduction="sum", zero_infinity=True
+    )
+    count = int(target_lengths.sum())
+    return total / max(count, 1), count
+
+
+def multilabel_nll_and_count(logits, targets, lengths):
+    """Bernoulli NLL of targets [B, T, K] in {0, 1} under sigmoid(logits), summed over K, averaged over valid steps."""
+    mask = valid_step_mask(lengths, *logits.shape[:2], logits.device)
+    nll = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(-1)  # [B, T]
+    count = int(mask.sum())
+    return torch.where(mask, nll, 0.0).sum() / count, count
+
+
+def greedy_ctc_decode(logits: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -> list[list[int]]:
+    """Best path decoding: the argmax class of every valid step, repeats collapsed, then blanks dropped."""
+    best = logits.argmax(-1).cpu()
+    decoded = []
+    for row, length in zip(best, lengths.tolist()):
+        collapsed = torch.unique_consecutive(row[:length])
+        decoded.append(collapsed[collapsed != blank].tolist())
+    return decoded
+
+
+def edit_distance(hypothesis: list[int], reference: list[int]) -> int:
+    """Levenshtein distance: the fewest substitutions, insertions and deletions turning hypothesis into reference."""
+    previous = list(range(len(reference) + 1))
+    for i, label in enumerate(hypothesis, start=1):
+        current = [i]
+        for j, wanted in enumerate(reference, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (label != wanted)))
+        previous = current
+    return previous[-1]
+
+
+class LabelErrorRate(torchmetrics.Metric):
+    """Summed edit distance of decoded label sequences to the references over the summed reference length."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("errors", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, hypotheses: list[list[int]], targets: torch.Tensor, target_lengths: torch.Tensor) -> None:
+        """hypotheses: decoded labels per sequence; targets [B, S] padded; target_lengths [B]."""
+        for hypothesis, reference, length in zip(hypotheses, targets.tolist(), target_lengths.tolist()):
+            self.errors += edit_distance(hypothesis, reference[:length])
+            self.total += length
+
+    def compute(self) -> torch.Tensor:
+        return self.errors / self.total

@@ -1,0 +1,368 @@
+"""``rnnlab-bench``: forward+backward speed, parameters and peak memory of every model, against fused ``nn.LSTM``.
+
+Every ``conf/model/*.yaml`` is a row (the Hydra config group is the registry, GUIDE.md section 1), built exactly as
+``rnnlab-train`` builds it: the model config composed from the primary config with ``model=<name>`` and
+``model.hidden_size=H``, then :func:`rnnlab.train.build_model`. A model whose config has a key named in
+``--variants`` (default ``implementation=cell``) with a different default gets a second row with that override, so
+the hand-written cells are measured beside the fused kernels.
+
+One timed step is forward and backward of ``out.mean()`` on a random [batch, length, input] batch, gradients
+cleared in between. The reference is ``torch.nn.LSTM(input, hidden, batch_first=True)`` plus a linear readout to
+the same output size (what the ``lstm`` config builds), timed in the same process: each model step is paired with
+a reference step run right after it, and ``ratio`` is the median of the per-pair ratios, so load from other
+processes affects both sides alike. Times are medians over ``--repeats`` after ``--warmup`` untimed steps.
+
+Peak memory is the largest amount of memory torch held during one forward+backward above what it held before
+(parameters and input are not counted; activations, gradients and workspaces are). CUDA: from
+``torch.cuda.max_memory_allocated``. CPU: from the allocation and free events torch's CPU allocator reports to
+``torch.profiler`` (``profile_memory=True``), summed in time order; memory allocated outside torch (the Python heap,
+oneDNN's own scratch) is not seen.
+
+A model class that cannot read a [batch, time, features] tensor declares it with a class attribute
+``input_layout`` naming what it reads (e.g. ``"[batch, time, channels, height, width]"``); its row is skipped with
+that reason. A model that fails to build or run is a row with its error; the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from rnnlab.config_check import CONF_DIR, PRIMARY_CONFIG, group_options
+from rnnlab.record import one_line
+
+log = logging.getLogger(__name__)
+
+SEQUENCE_LAYOUT = "[batch, time, features]"
+REFERENCE_NAME = "torch.nn.LSTM (reference)"
+
+
+@dataclass
+class Sizes:
+    batch: int = 64
+    length: int = 100
+    hidden: int = 128
+    input: int = 32
+    output: int = 10
+
+
+@dataclass
+class Row:
+    """One benchmarked model. Times in milliseconds; ``ratio`` is this model's batch time over the reference's."""
+
+    model: str
+    overrides: list[str] = field(default_factory=list)
+    status: str = "ok"  # ok | skipped | error
+    reason: str | None = None
+    target: str | None = None
+    hidden_size: int | None = None
+    params: int | None = None
+    batch_ms: float | None = None
+    step_ms: float | None = None
+    tokens_per_s: float | None = None
+    reference_batch_ms: float | None = None
+    ratio: float | None = None
+    peak_memory_mb: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.model + (f"[{','.join(self.overrides)}]" if self.overrides else "")
+
+
+def selected_models(models: str) -> list[str]:
+    """The names in the comma-separated ``models``, or every ``conf/model/*.yaml`` when it is empty."""
+    available = group_options("model")
+    names = [name.strip() for name in models.split(",") if name.strip()] or available
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise ValueError(f"unknown model {', '.join(unknown)}; allowed: {', '.join(available)}")
+    return names
+
+
+def model_configs(names: list[str], hidden: int, variants: list[str]) -> dict[str, tuple[str, list[str], Any]]:
+    """``label -> (name, overrides, model config or the exception composing it)`` for each name and variant.
+
+    Each model is composed once, as ``rnnlab-train model=<name>`` would compose it; ``hidden_size=H`` (where the
+    model has that key) and the variant's override are then set on the composed node, with values parsed by
+    Hydra's override grammar, as ``model.hidden_size=H`` on the command line would set them.
+    """
+    parser = OverridesParser.create()
+    configs: dict[str, tuple[str, list[str], Any]] = {}
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for name in names:
+            try:
+                defaults = compose(PRIMARY_CONFIG, overrides=[f"model={name}"]).model
+            except Exception as error:  # a broken config is that model's row, not the bench's end
+                configs[name] = (name, [], error)
+                continue
+            base = [f"hidden_size={hidden}"] if "hidden_size" in defaults else []
+            runs = [[]]
+            for variant in variants:
+                key, _, value = variant.partition("=")
+                if key in defaults and str(defaults[key]) != value:
+                    runs.append([variant])
+            for extra in runs:
+                label = name + (f"[{','.join(extra)}]" if extra else "")
+                cfg = defaults.copy()
+                try:
+                    for override in parser.parse_overrides([*base, *extra]):
+                        OmegaConf.update(cfg, override.key_or_group, override.value(), merge=False)
+                    configs[label] = (name, extra, cfg)
+                except Exception as error:
+                    configs[label] = (name, extra, error)
+    return configs
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_step(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """One forward+backward of ``out.mean()``; gradients are cleared first so every step allocates the same."""
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step() -> None:
+        for p in params:
+            p.grad = None
+        out = model(x)
+        out = out[0] if isinstance(out, tuple) else out
+        out.float().mean().backward()
+
+    return step
+
+
+def timed(step: Callable[[], None], device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    step()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def peak_memory_bytes(step: Callable[[], None], device: torch.device) -> int:
+    """Peak memory torch allocated during ``step`` above what it held before (see the module docstring)."""
+    if device.type == "cuda":
+        synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+            step()
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
+    )
+    live = peak = 0
+    for event in events:
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
+class Reference(torch.nn.Module):
+    """Fused ``nn.LSTM`` and a linear readout: what the ``lstm`` config builds with the fused kernel."""
+
+    def __init__(self, sizes: Sizes):
+        super().__init__()
+        self.rnn = torch.nn.LSTM(sizes.input, sizes.hidden, batch_first=True)
+        self.readout = torch.nn.Linear(sizes.hidden, sizes.output)
+
+    def forward(self, x):
+        return self.readout(self.rnn(x)[0])
+
+
+def measure(
+    row: Row, model: torch.nn.Module, reference: Callable[[], None] | None, x: torch.Tensor, repeats: int, warmup: int
+) -> None:
+    """Fill ``row`` with times (each paired with a ``reference`` step; None: this is the reference), parameters and
+    peak memory."""
+    step = train_step(model, x)
+    device = x.device
+    row.params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    times, reference_times = [], []
+    for repeat in range(warmup + repeats):
+        elapsed = timed(step, device)
+        reference_elapsed = timed(reference, device) if reference is not None else elapsed
+        if repeat >= warmup:
+            times.append(elapsed)
+            reference_times.append(reference_elapsed)
+    batch_s = statistics.median(times)
+    row.batch_ms = batch_s * 1e3
+    row.step_ms = row.batch_ms / x.shape[1]
+    row.tokens_per_s = x.shape[0] * x.shape[1] / batch_s
+    row.reference_batch_ms = statistics.median(reference_times) * 1e3
+    row.ratio = statistics.median(t / r for t, r in zip(times, reference_times))
+    model.zero_grad(set_to_none=True)  # freed before the measurement, not inside it
+    row.peak_memory_mb = peak_memory_bytes(step, device) / 2**20
+
+
+def bench_one(label, name, overrides, cfg, sizes, reference, x, repeats, warmup) -> Row:
+    from rnnlab.train import build_model
+
+    row = Row(model=name, overrides=overrides)
+    if isinstance(cfg, Exception):
+        row.status, row.reason = "error", one_line(cfg)
+        return row
+    try:
+        row.target = cfg.get("_target_")
+        layout = getattr(get_class(row.target), "input_layout", SEQUENCE_LAYOUT)
+        if layout != SEQUENCE_LAYOUT:
+            row.status, row.reason = "skipped", f"reads {layout}, not {SEQUENCE_LAYOUT}"
+            return row
+        torch.manual_seed(0)
+        model = build_model(cfg, sizes.input, sizes.output).to(x.device)
+        row.hidden_size = getattr(model, "hidden_size", None)
+        model.train()
+        measure(row, model, reference, x, repeats, warmup)
+    except Exception as error:  # one model's failure is its row; the bench goes on
+        log.debug("%s failed", label, exc_info=True)
+        row.status, row.reason = "error", one_line(error)
+    return row
+
+
+def run_bench(
+    configs: dict[str, tuple[str, list[str], Any]],
+    sizes: Sizes,
+    repeats: int = 5,
+    warmup: int = 2,
+    device: str | torch.device = "cpu",
+) -> tuple[Row, list[Row]]:
+    """Benchmark each of ``configs`` (from :func:`model_configs`); returns the reference row and the model rows."""
+    device = torch.device(device)
+    torch.manual_seed(0)
+    x = torch.randn(sizes.batch, sizes.length, sizes.input, device=device)
+    reference_model = Reference(sizes).to(device)
+    reference = train_step(reference_model, x)
+    reference_row = Row(model=REFERENCE_NAME, target="torch.nn.LSTM", hidden_size=sizes.hidden)
+    measure(reference_row, reference_model, None, x, repeats, warmup)
+    rows = []
+    for label, (name, overrides, cfg) in configs.items():
+        log.info("bench %s", label)
+        rows.append(bench_one(label, name, overrides, cfg, sizes, reference, x, repeats, warmup))
+    return reference_row, rows
+
+
+def _fmt(value: float | int | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def results_table(reference: Row, rows: list[Row], sizes: Sizes, max_ratio: float) -> Table:
+    title = f"forward+backward, batch {sizes.batch} x length {sizes.length}, input {sizes.input}, hidden {sizes.hidden}"
+    table = Table("model", "params", "ms / batch", "ms / step", "tokens/s", "x nn.LSTM", "peak MB", "note", title=title)
+    for row in [reference, *rows]:
+        ratio = _fmt(row.ratio, ".2f")
+        if row.ratio is not None and row.ratio > max_ratio:
+            ratio = f"[red]{ratio}[/red]"
+        note = escape(row.reason or "")
+        if row.status == "error":
+            note = f"[red]{note}[/red]"
+        table.add_row(
+            escape(row.label),
+            _fmt(row.params, ","),
+            _fmt(row.batch_ms, ".1f"),
+            _fmt(row.step_ms, ".3f"),
+            _fmt(row.tokens_per_s, ",.0f"),
+            ratio,
+            _fmt(row.peak_memory_mb, ".1f"),
+            note,
+        )
+    return table
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    return {
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})",
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "host": platform.node(),
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    defaults = Sizes()
+    parser = argparse.ArgumentParser(prog="rnnlab-bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=defaults.batch)
+    parser.add_argument("--length", type=int, default=defaults.length, help="time steps T")
+    parser.add_argument("--hidden", type=int, default=defaults.hidden, help="model.hidden_size")
+    parser.add_argument("--input", type=int, default=defaults.input, help="input features I")
+    parser.add_argument("--output", type=int, default=defaults.output, help="output features of the readout")
+    parser.add_argument("--models", default="", help="comma-separated conf/model names (default: all)")
+    parser.add_argument(
+        "--variants",
+        default="implementation=cell",
+        help="comma-separated model KEY=VALUE; a model whose config has KEY with another default gets a row with it",
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per model (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--max-ratio", type=float, default=5.0, help="ratios above this are shown in red")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    for key in ("batch", "length", "hidden", "input", "output", "repeats"):
+        if getattr(args, key) <= 0:
+            parser.error(f"--{key} must be positive")
+    if args.warmup < 0:
+        parser.error("--warmup must be >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bench; exit status 1 when a model failed (its row says why), 2 for bad arguments."""
+    args = parse_args(argv)
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler's C++ log would report the missing GPU on stderr
+    try:
+        names = selected_models(args.models)
+    except ValueError as error:
+        print(f"rnnlab-bench: error: {error}", file=sys.stderr)
+        return 2
+    sizes = Sizes(args.batch, args.length, args.hidden, args.input, args.output)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    configs = model_configs(names, sizes.hidden, variants)
+    device = torch.device(args.device)
+    reference, rows = run_bench(configs, sizes, args.repeats, args.warmup, device)
+    Console(width=200).print(results_table(reference, rows, sizes, args.max_ratio))
+    if args.json:
+        result = {
+            "sizes": asdict(sizes),
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "env": environment(device),
+            "reference": asdict(reference),
+            "rows": [asdict(row) | {"label": row.label} for row in rows],
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+        log.info("wrote %s", args.json)
+    return 1 if any(row.status == "error" for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
