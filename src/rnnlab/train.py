@@ -82,8 +82,9 @@ def build_model(model_cfg: DictConfig, input_size: int, output_size: int):
 def build(cfg: DictConfig, stats: RunStats):
     """Instantiate datamodule, model, task module, loggers and trainer, in that order."""
     datamodule = make(cfg, "data")
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    with config_errors("data"):
+        datamodule.prepare_data()
+        datamodule.setup("fit")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     # token-id inputs are embedded by the task first, so the model reads embedding_dim features per step
     input_size = cfg.task.embedding_dim if datamodule.task.input_vocab else datamodule.input_size

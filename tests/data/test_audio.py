@@ -197,7 +197,7 @@ def test_fsdd_ctc_real_features_are_long_enough_for_ctc(shared_data, tmp_path):
 
 
 def test_ctc_length_check_refuses_too_coarse_steps(shared_data):
-    with pytest.raises(ConfigError, match="^hop_length:"):
+    with pytest.raises(ConfigError, match="^frame_size:"):
         setup(
             FSDDCTCDataModule(
                 root=str(shared_data / "fsdd"), features="raw", frame_size=20000, max_files=100,

@@ -17,12 +17,12 @@ def double(*shape):
 
 
 def test_lstm_backward_matches_finite_differences():
-    inputs = (double(B, T, 4 * H), double(B, H), double(B, H), double(4 * H, H), double(4 * H))
+    inputs = (double(T, B, 4 * H), double(B, H), double(B, H), double(4 * H, H), double(4 * H))
     assert torch.autograd.gradcheck(LSTMSequence.apply, inputs)
 
 
 def test_gru_backward_matches_finite_differences():
-    inputs = (double(B, T, 3 * H), double(B, H), double(3 * H, H), double(3 * H))
+    inputs = (double(T, B, 3 * H), double(B, H), double(3 * H, H), double(3 * H))
     assert torch.autograd.gradcheck(GRUSequence.apply, inputs)
 
 
@@ -30,17 +30,17 @@ def test_lstm_kernel_states_follow_cell_step():
     torch.manual_seed(0)
     model = LSTM(I, 2, hidden_size=H, implementation="cell")
     weight_hh, bias_hh = model.rnn.weight_hh_l0, model.rnn.bias_hh_l0
-    projected = torch.randn(B, T, 4 * H)
+    projected = torch.randn(T, B, 4 * H)  # time-major
     state = (torch.randn(B, H), torch.randn(B, H))
     hs, cs = model.cell_sequence(projected, state, weight_hh, bias_hh)
     assert hs.shape == cs.shape == (T + 1, B, H)
     torch.testing.assert_close((hs[0], cs[0]), state)
     for t in range(T):
-        state = model.cell_step(projected[:, t], state, weight_hh, bias_hh)
+        state = model.cell_step(projected[t], state, weight_hh, bias_hh)
         torch.testing.assert_close((hs[t + 1], cs[t + 1]), state)
 
 
-def run_both(model, x, lengths, state, monkeypatch):
+def run_both(model, x, lengths, state, monkeypatch, state_in_loss=True):
     """Outputs, final state and parameter gradients with the kernel, then with the step loop of the same cells."""
     results = []
     for run in (_SequenceKernelCell.run, RecurrentCell.run):
@@ -49,7 +49,9 @@ def run_both(model, x, lengths, state, monkeypatch):
         outputs, final = model(x, lengths, state)
         final = final if isinstance(final, tuple) else (final,)
         weights = [torch.linspace(-1, 1, f.numel()).view(f.shape) for f in final]  # every state entry gets a gradient
-        loss = outputs.square().sum() + sum((f * w).sum() for f, w in zip(final, weights))
+        loss = outputs.square().sum()
+        if state_in_loss:
+            loss = loss + sum((f * w).sum() for f, w in zip(final, weights))
         loss.backward()
         results.append([outputs, *final, *(p.grad.clone() for p in model.parameters())])
     return results
@@ -57,7 +59,8 @@ def run_both(model, x, lengths, state, monkeypatch):
 
 @pytest.mark.parametrize("cls", [LSTM, GRU])
 @pytest.mark.parametrize("carried", [False, True], ids=["fresh", "carried"])
-def test_kernel_equals_step_loop_with_lengths_bidirectional_two_layers(cls, carried, monkeypatch):
+@pytest.mark.parametrize("state_in_loss", [False, True], ids=["outputs_loss", "state_loss"])
+def test_kernel_equals_step_loop_with_lengths_bidirectional_two_layers(cls, carried, state_in_loss, monkeypatch):
     torch.manual_seed(0)
     model = cls(I, 2, hidden_size=H, num_layers=2, bidirectional=True, implementation="cell")
     assert all(isinstance(cell, _SequenceKernelCell) for cell in model.direction_cells())
@@ -67,7 +70,7 @@ def test_kernel_equals_step_loop_with_lengths_bidirectional_two_layers(cls, carr
     if carried:
         state = tuple(torch.randn(4, B + 1, H) for _ in range(model.state_tensors))
         state = state if len(state) > 1 else state[0]
-    kernel, loop = run_both(model, x, lengths, state, monkeypatch)
+    kernel, loop = run_both(model, x, lengths, state, monkeypatch, state_in_loss)
     for a, b in zip(kernel, loop):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(kernel[0][2], model.readout.bias.expand(T, 2))  # empty: readout of zero hidden

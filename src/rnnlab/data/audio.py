@@ -167,25 +167,24 @@ def seeded_subset(items: list, count: int | None, generator: torch.Generator) ->
     return [items[i] for i in keep]
 
 
-def standardize(splits: dict[str, Split]) -> tuple[torch.Tensor, torch.Tensor]:
+def standardize(splits: dict[str, Split]) -> None:
     """Scale every split's features in place to zero mean, unit variance per dimension of the training frames."""
     frames = torch.cat(splits["train"][0])
     mean, std = frames.mean(0), frames.std(0).clamp_min(1e-5)
     for inputs, _ in splits.values():
         inputs[:] = [(x - mean) / std for x in inputs]
-    return mean, std
 
 
-def check_ctc_lengths(splits: dict[str, Split]) -> None:
-    """CTC needs T >= S + (repeated neighbours in the labels) steps; fail at setup instead of an infinite loss."""
+def check_ctc_lengths(splits: dict[str, Split], key: str) -> None:
+    """CTC needs T >= S + (repeated neighbours in the labels) steps; fail at setup (naming the setting ``key`` that
+    sets the step length) instead of an infinite loss."""
     for name, (inputs, targets) in splits.items():
         for x, y in zip(inputs, targets):
             needed = len(y) + int((y[1:] == y[:-1]).sum())
             if x.shape[0] < needed:
                 raise ConfigError(
-                    "hop_length",
-                    f"a {name} utterance has {x.shape[0]} steps but CTC needs {needed} for its {len(y)} labels; "
-                    "use a smaller hop_length / frame_size",
+                    key, f"a {name} utterance has {x.shape[0]} steps but CTC needs {needed} for its {len(y)} labels; "
+                    f"use a smaller {key}"
                 )
 
 
@@ -254,6 +253,9 @@ class AudioDataModule(SequenceDataModule):
     def featurize(self, waveforms: list[torch.Tensor]) -> list[torch.Tensor]:
         with single_thread():
             return [self.featurizer(w) for w in waveforms]
+
+    def check_ctc_lengths(self, splits: dict[str, Split]) -> None:
+        check_ctc_lengths(splits, "frame_size" if self.featurizer.features == "raw" else "hop_length")
 
     def label_description(self) -> str:
         raise NotImplementedError
@@ -344,8 +346,8 @@ class FSDDCTCDataModule(FSDDDataModule):
     split of :class:`FSDDDataModule`'s official split (test sequences use only test recordings, repetitions 0-4;
     the six speakers are shared by all splits, as in FSDD's own split), with silences of ``min_gap``-``max_gap``
     seconds (uniform) before, between and after the digits. Everything is drawn from ``data.seed``.
-    Default sizes: ``train_size`` 2000, ``val_size`` 200, ``test_size`` 500 sequences (about 2.4 s, 240 mfcc steps
-    each). Labels: blank 0, digit d -> d + 1 (``output_size`` 11). Metric: label error rate of greedy CTC decoding
+    Default sizes: ``train_size`` 2000, ``val_size`` 200, ``test_size`` 500 sequences (about 2.4 s each: 120 steps at
+    the default hop of 160 samples = 20 ms). Labels: blank 0, digit d -> d + 1 (``output_size`` 11). Metric: label error rate of greedy CTC decoding
     (edit distance / reference length; emitting nothing scores 1.0). Batches: inputs [B, T, F], targets [B, S]
     padded with 0, ``target_lengths`` [B].
     """
@@ -360,9 +362,11 @@ class FSDDCTCDataModule(FSDDDataModule):
         max_digits: int = 5,
         min_gap: float = 0.05,
         max_gap: float = 0.3,
+        frame_size: int = 160,
+        hop_length: int = 160,
         **kwargs,
     ):
-        super().__init__(root, **kwargs)
+        super().__init__(root, frame_size=frame_size, hop_length=hop_length, **kwargs)
         require_positive(train_size=train_size, val_size=val_size, test_size=test_size, min_digits=min_digits)
         if max_digits < min_digits:
             raise ConfigError("max_digits", f"must be >= min_digits={min_digits}, got {max_digits!r}")
@@ -390,7 +394,7 @@ class FSDDCTCDataModule(FSDDDataModule):
                 sequences.append(waveform)
                 targets.append(labels)
             splits[name] = (self.featurize(sequences), targets)
-        check_ctc_lengths(splits)
+        self.check_ctc_lengths(splits)
         return splits
 
     def compose(self, waveforms: list[torch.Tensor], digits: list[int], generator: torch.Generator):
@@ -458,7 +462,7 @@ class YesNoDataModule(AudioDataModule):
             inputs = self.featurize([read_wav(path, self.SAMPLE_RATE) for path in paths])
             targets = [torch.tensor([int(word) + 1 for word in path.stem.split("_")]) for path in paths]
             splits[name] = (inputs, targets)
-        check_ctc_lengths(splits)
+        self.check_ctc_lengths(splits)
         return splits
 
     def label_description(self) -> str:

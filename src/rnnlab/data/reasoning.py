@@ -173,7 +173,8 @@ class ReberDataModule(GeneratedDataModule):
         self.optimal_loss = float(legal_counts.log().mean())
         self.optimal_accuracy = float((1 / legal_counts).mean())
         forgetting = math.log(2) * len(splits["test"]) / len(legal_counts)
-        self.task = TaskSpec(kind="classification", per_step=True, metric="acc", baseline=self.optimal_loss + forgetting)
+        baseline = self.optimal_loss + forgetting
+        self.task = TaskSpec(kind="classification", per_step=True, metric="acc", baseline=baseline)
 
     def describe(self) -> str:
         return (

@@ -199,11 +199,15 @@ class _SequenceKernelCell(_TorchWeightsCell):
     node, ``rnnlab.models.kernels``) instead of stepping ``cell_step`` in Python; ``step`` is unchanged.
 
     The kernel runs every step, padding included: padding is at the end, so steps past a sequence's length never
-    reach its valid steps; the state after its last valid step is picked out and padded outputs are zeroed.
+    reach its valid steps; the state after its last valid step is picked out and padded outputs are zeroed. Under
+    autocast (mixed precision) the step loop runs instead, as the kernel computes in one dtype.
     """
 
     def run(self, x, mask, state):
-        states = self.network.cell_sequence(self.project(x), state, self.weight("weight_hh"), self.weight("bias_hh"))
+        if torch.is_autocast_enabled(x.device.type):
+            return super().run(x, mask, state)
+        projected = self.project(x.transpose(0, 1))  # time-major [T, B, ...]: each step's slice is contiguous
+        states = self.network.cell_sequence(projected, state, self.weight("weight_hh"), self.weight("bias_hh"))
         outputs = self.output(tuple(s[1:] for s in states)).transpose(0, 1)  # [B, T, H]
         if mask is None or bool(mask.all()):
             return outputs, tuple(s[-1] for s in states)
@@ -222,7 +226,7 @@ class FusedRecurrentNetwork(RecurrentNetwork):
 
     fused_class: type[nn.RNNBase]
     state_tensors: int = 1  # 1: h; 2: (h, c)
-    # Optional whole-sequence form of ``cell_step``, (x_projected [B, T, ...], state, weight_hh, bias_hh) -> every
+    # Optional whole-sequence form of ``cell_step``, (x_projected [T, B, ...], state, weight_hh, bias_hh) -> every
     # state tuple component as [T + 1, B, ...] (entry 0 the initial state); the cell path then runs it in one call.
     cell_sequence = None
 

@@ -7,8 +7,8 @@ rule of survey eqs. 32-36 / 47-50 by hand (BPTT, survey section III.B), with the
 loop as one matrix product over all steps. The math is that of ``nn.LSTM`` / ``nn.GRU`` (the fused kernels) and of
 ``LSTM.cell_step`` / ``GRU.cell_step``; tests check values and gradients against both.
 
-Shapes (time-major inside, batch-first at the interface):
-    projected: [B, T, G*H]  the input projection W_x x_t + b_x of every step (G = 4 for LSTM, 3 for GRU)
+Shapes (time-major, so each step's slice is contiguous):
+    projected: [T, B, G*H]  the input projection W_x x_t + b_x of every step (G = 4 for LSTM, 3 for GRU)
     h0, c0:    [B, H]       initial state
     weight_hh: [G*H, H], bias_hh: [G*H]
     returns    [T + 1, B, H] states h_0 .. h_T (and c_0 .. c_T for LSTM), so the state after a sequence of
@@ -23,15 +23,19 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+# grad * s * (1 - s) and grad * (1 - t^2) from the activations s = sigmoid(x), t = tanh(x), in one pass each
+sigmoid_backward = torch.ops.aten.sigmoid_backward
+tanh_backward = torch.ops.aten.tanh_backward
+
 
 class LSTMSequence(torch.autograd.Function):
     """h_t, c_t of the LSTM (survey eqs. 32-36 without peepholes; gate order i, f, g, o as in ``nn.LSTM``)."""
 
     @staticmethod
     def forward(ctx, projected, h0, c0, weight_hh, bias_hh):
-        batch, steps, _ = projected.shape
+        steps, batch, _ = projected.shape
         hidden = h0.shape[-1]
-        gates = (projected + bias_hh).transpose(0, 1).contiguous()  # [T, B, 4H], becomes the activations
+        gates = projected + bias_hh  # [T, B, 4H]: pre-activations, then (in place) the gate activations
         hs = projected.new_empty(steps + 1, batch, hidden)
         cs = projected.new_empty(steps + 1, batch, hidden)
         tanh_cs = projected.new_empty(steps, batch, hidden)
@@ -61,13 +65,13 @@ class LSTMSequence(torch.autograd.Function):
         steps, batch, _ = gates.shape
         hidden = hs.shape[-1]
         i, f, g, o = gates.view(steps, batch, 4, hidden).unbind(2)
-        # d(pre-activation) = d(c_t) * factor for i, f, g and d(h_t) * factor for o (sigma' = s(1-s), tanh' = 1-t^2)
+        # d pre-activation = d c_t * factor (i, f, g) or d h_t * factor (o); sigma' = s (1 - s), tanh' = 1 - t^2
         factors = torch.empty_like(gates).view(steps, batch, 4, hidden)
-        torch.mul(g, i * (1 - i), out=factors[:, :, 0])
-        torch.mul(cs[:-1], f * (1 - f), out=factors[:, :, 1])
-        torch.mul(i, 1 - g * g, out=factors[:, :, 2])
-        torch.mul(tanh_cs, o * (1 - o), out=factors[:, :, 3])
-        through_h = o * (1 - tanh_cs * tanh_cs)  # d c_t / d h_t path: h_t = o * tanh(c_t)
+        sigmoid_backward.grad_input(g, i, grad_input=factors[:, :, 0])  # c_t = f c_{t-1} + i g
+        sigmoid_backward.grad_input(cs[:-1], f, grad_input=factors[:, :, 1])
+        tanh_backward.grad_input(i, g, grad_input=factors[:, :, 2])
+        sigmoid_backward.grad_input(tanh_cs, o, grad_input=factors[:, :, 3])  # h_t = o tanh(c_t)
+        through_h = tanh_backward(o, tanh_cs)  # d h_t / d c_t
         grad_gates = torch.empty_like(gates)
         grad_four = grad_gates.view(steps, batch, 4, hidden)
         grad_h_out = grad_hs.unbind(0) if grad_hs is not None else None
@@ -75,25 +79,17 @@ class LSTMSequence(torch.autograd.Function):
         per_step = zip(
             grad_gates, grad_four[:, :, 0:3], grad_four[:, :, 3], factors[:, :, 0:3], factors[:, :, 3], through_h, f
         )
-        dh = hs.new_zeros(batch, hidden)
-        dc = hs.new_zeros(batch, hidden)
+        dh = grad_hs[steps] if grad_hs is not None else hs.new_zeros(batch, hidden)  # d h_t, all paths
+        dc = grad_cs[steps] if grad_cs is not None else hs.new_zeros(batch, hidden)  # d c_t, all paths
         for t, (grad_pre, grad_ifg, grad_o, factor_ifg, factor_o, through, forget) in reversed(list(enumerate(per_step))):
-            if grad_h_out is not None:
-                dh = dh + grad_h_out[t + 1]
-            if grad_c_out is not None:
-                dc = dc + grad_c_out[t + 1]
             dc = torch.addcmul(dc, dh, through)
             torch.mul(factor_ifg, dc.unsqueeze(1), out=grad_ifg)
             torch.mul(factor_o, dh, out=grad_o)
-            dc = dc * forget
-            dh = grad_pre @ weight_hh
-        if grad_h_out is not None:
-            dh = dh + grad_h_out[0]
-        if grad_c_out is not None:
-            dc = dc + grad_c_out[0]
+            dc = dc * forget if grad_c_out is None else torch.addcmul(grad_c_out[t], dc, forget)
+            dh = grad_pre @ weight_hh if grad_h_out is None else torch.addmm(grad_h_out[t], grad_pre, weight_hh)
         flat = grad_gates.view(steps * batch, -1)
         grad_weight = flat.t() @ hs[:-1].reshape(steps * batch, hidden)
-        return grad_gates.transpose(0, 1), dh, dc, grad_weight, flat.sum(0)
+        return grad_gates, dh, dc, grad_weight, flat.sum(0)
 
 
 class GRUSequence(torch.autograd.Function):
@@ -101,9 +97,9 @@ class GRUSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, projected, h0, weight_hh, bias_hh):
-        batch, steps, _ = projected.shape
+        steps, batch, _ = projected.shape
         hidden = h0.shape[-1]
-        x = projected.transpose(0, 1).view(steps, batch, 3, hidden)
+        x = projected.view(steps, batch, 3, hidden)
         recurrent = projected.new_empty(steps, batch, 3, hidden)  # W_h h_{t-1} + b_h
         acts = projected.new_empty(steps, batch, 3, hidden)  # r, z, n
         hs = projected.new_empty(steps + 1, batch, hidden)
@@ -127,38 +123,39 @@ class GRUSequence(torch.autograd.Function):
     def backward(ctx, grad_hs):
         weight_hh, recurrent, acts, hs = ctx.saved_tensors
         steps, batch, _, hidden = acts.shape
-        if grad_hs is None:
-            grad_hs = hs.new_zeros(hs.shape)
         r, z, n = acts.unbind(2)
-        grad_n_pre_factor = (1 - z) * (1 - n * n)  # d n_pre / d h_t
-        grad_z_pre_factor = (hs[:-1] - n) * z * (1 - z)  # d z_pre / d h_t
-        grad_r_pre_factor = recurrent[:, :, 2] * r * (1 - r)  # d r_pre / d n_pre
+        grad_n_pre_factor = tanh_backward(1 - z, n)  # d n_pre / d h_t
+        grad_z_pre_factor = sigmoid_backward(hs[:-1] - n, z)  # d z_pre / d h_t
+        grad_r_pre_factor = sigmoid_backward(recurrent[:, :, 2], r)  # d r_pre / d n_pre
         grad_recurrent = torch.empty_like(recurrent)  # d (W_h h_{t-1} + b_h)
-        grad_n_pre = hs.new_empty(steps, batch, hidden)
+        grad_projected = torch.empty_like(recurrent)  # d (W_x x_t + b_x): r, z as above, n its own
+        grad_h_out = grad_hs.unbind(0) if grad_hs is not None else None
         per_step = zip(
             grad_recurrent.view(steps, batch, 3 * hidden), grad_recurrent[:, :, 0], grad_recurrent[:, :, 1],
-            grad_recurrent[:, :, 2], grad_n_pre, grad_n_pre_factor, grad_z_pre_factor, grad_r_pre_factor, r, z, grad_hs,
+            grad_recurrent[:, :, 2], grad_projected[:, :, 2], grad_n_pre_factor, grad_z_pre_factor, grad_r_pre_factor,
+            r, z,
         )  # fmt: skip
-        dh = grad_hs[steps]
-        for grad_rec, grad_r, grad_z, grad_rec_n, grad_n, n_factor, z_factor, r_factor, r_t, z_t, grad_out in reversed(
-            list(per_step)
+        dh = grad_hs[steps] if grad_hs is not None else hs.new_zeros(batch, hidden)  # d h_t, all paths
+        for t, (grad_rec, grad_r, grad_z, grad_rec_n, grad_n, n_factor, z_factor, r_factor, r_t, z_t) in reversed(
+            list(enumerate(per_step))
         ):
             torch.mul(dh, n_factor, out=grad_n)
             torch.mul(dh, z_factor, out=grad_z)
             torch.mul(grad_n, r_factor, out=grad_r)
             torch.mul(grad_n, r_t, out=grad_rec_n)
-            dh = torch.addmm(dh * z_t, grad_rec, weight_hh).add_(grad_out)
+            dh = dh * z_t if grad_h_out is None else torch.addcmul(grad_h_out[t], dh, z_t)
+            dh.addmm_(grad_rec, weight_hh)
         flat = grad_recurrent.view(steps * batch, 3 * hidden)
         grad_weight = flat.t() @ hs[:-1].reshape(steps * batch, hidden)
-        grad_projected = torch.cat([grad_recurrent[:, :, 0:2], grad_n_pre.unsqueeze(2)], dim=2)
-        return grad_projected.view(steps, batch, 3 * hidden).transpose(0, 1), dh, grad_weight, flat.sum(0)
+        grad_projected[:, :, 0:2] = grad_recurrent[:, :, 0:2]
+        return grad_projected.view(steps, batch, 3 * hidden), dh, grad_weight, flat.sum(0)
 
 
 def lstm_sequence(projected, h0, c0, weight_hh, bias_hh) -> tuple[torch.Tensor, torch.Tensor]:
-    """All LSTM states (h_0..h_T, c_0..c_T), each [T + 1, B, H], for ``projected`` [B, T, 4H] (see module doc)."""
+    """All LSTM states (h_0..h_T, c_0..c_T), each [T + 1, B, H], for ``projected`` [T, B, 4H] (see module doc)."""
     return LSTMSequence.apply(projected, h0, c0, weight_hh, bias_hh)
 
 
 def gru_sequence(projected, h0, weight_hh, bias_hh) -> tuple[torch.Tensor]:
-    """All GRU states (h_0..h_T,) [T + 1, B, H] for ``projected`` [B, T, 3H] (see module doc)."""
+    """All GRU states (h_0..h_T,) [T + 1, B, H] for ``projected`` [T, B, 3H] (see module doc)."""
     return (GRUSequence.apply(projected, h0, weight_hh, bias_hh),)
