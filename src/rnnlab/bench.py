@@ -15,8 +15,8 @@ processes affects both sides alike. Times are medians over ``--repeats`` after `
 Peak memory is the largest amount of memory torch held during one forward+backward above what it held before
 (parameters and input are not counted; activations, gradients and workspaces are). CUDA: from
 ``torch.cuda.max_memory_allocated``. CPU: from the allocation and free events torch's CPU allocator reports to
-``torch.profiler`` (``profile_memory=True``), summed in time order; memory allocated outside torch (the Python heap,
-oneDNN's own scratch) is not seen.
+``torch.profiler`` (``profile_memory=True``), summed in time order; memory that bypasses torch's allocator (the
+Python heap, a library's private buffers) is not seen.
 
 A model class that cannot read a [batch, time, features] tensor declares it with a class attribute
 ``input_layout`` naming what it reads (e.g. ``"[batch, time, channels, height, width]"``); its row is skipped with
@@ -44,13 +44,14 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from rnnlab.config_check import CONF_DIR, PRIMARY_CONFIG, group_options
 from rnnlab.record import one_line
+from rnnlab.train import build_model
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ class Sizes:
 
 @dataclass
 class Row:
-    """One benchmarked model. Times in milliseconds; ``ratio`` is this model's batch time over the reference's."""
+    """One benchmarked model. ``batch_ms``: one forward+backward of the batch; ``step_ms``: that per time step
+    (batch_ms / T); ``ratio``: this model's batch time over the reference's."""
 
     model: str
     overrides: list[str] = field(default_factory=list)
@@ -224,8 +226,6 @@ def measure(
 
 
 def bench_one(label, name, overrides, cfg, sizes, reference, x, repeats, warmup) -> Row:
-    from rnnlab.train import build_model
-
     row = Row(model=name, overrides=overrides)
     if isinstance(cfg, Exception):
         row.status, row.reason = "error", one_line(cfg)
@@ -275,7 +275,8 @@ def _fmt(value: float | int | None, spec: str) -> str:
 
 def results_table(reference: Row, rows: list[Row], sizes: Sizes, max_ratio: float) -> Table:
     title = f"forward+backward, batch {sizes.batch} x length {sizes.length}, input {sizes.input}, hidden {sizes.hidden}"
-    table = Table("model", "params", "ms / batch", "ms / step", "tokens/s", "x nn.LSTM", "peak MB", "note", title=title)
+    columns = ("model", "params", "ms / batch", "ms / time step", "tokens/s", "x nn.LSTM", "peak MB", "note")
+    table = Table(*columns, title=title)
     for row in [reference, *rows]:
         ratio = _fmt(row.ratio, ".2f")
         if row.ratio is not None and row.ratio > max_ratio:

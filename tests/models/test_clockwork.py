@@ -115,7 +115,7 @@ def test_learns_the_adding_problem(tmp_path):
         "data=adding",
         "data.seq_len=10",
         "data.train_size=2000",
-        "trainer.max_epochs=3",
+        "trainer.max_epochs=8",
     )
     assert record["status"] == "completed"
     assert record["metrics"]["test/mse"] < 0.167

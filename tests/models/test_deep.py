@@ -137,10 +137,15 @@ def test_interface_shapes_padding_and_carried_state(kwargs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["deep_rnn", "dt_rnn", "dts_rnn", "do_rnn"])
-def test_learns_the_adding_problem(tmp_path, name):
+@pytest.mark.parametrize("name,epochs", [("deep_rnn", 3), ("dt_rnn", 5), ("dts_rnn", 5), ("do_rnn", 3)])
+def test_learns_the_adding_problem(tmp_path, name, epochs):
     record = train_in_process(
-        tmp_path, f"model={name}", "data=adding", "data.seq_len=10", "data.train_size=2000", "trainer.max_epochs=3"
+        tmp_path,
+        f"model={name}",
+        "data=adding",
+        "data.seq_len=10",
+        "data.train_size=2000",
+        f"trainer.max_epochs={epochs}",
     )
     assert record["status"] == "completed"
     assert record["metrics"]["test/mse"] < 0.167

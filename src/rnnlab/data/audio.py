@@ -12,7 +12,6 @@ padded label sequences [B, S] with ``target_lengths`` [B] (CTC: ``fsdd_ctc``, ``
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 import shutil
@@ -31,11 +30,8 @@ from rnnlab.data.base import SequenceDataModule, SequenceDataset, TaskSpec
 from rnnlab.data.cache import cached, download, sha256_of
 from rnnlab.errors import ConfigError, require_choice, require_positive
 
-log = logging.getLogger(__name__)
-
 FEATURES = ("raw", "mel", "mfcc")
 LOG_EPS = 1e-6  # log mel spectrogram: log(M + LOG_EPS), so silence stays finite
-BLANK = 0  # the CTC blank class; labels are 1..K
 
 Split = tuple[list[torch.Tensor], list[torch.Tensor]]  # (inputs [T_i, F], targets) of one split
 
@@ -245,7 +241,8 @@ class AudioDataModule(SequenceDataModule):
             splits = cached(self.cache_dir, name, self.settings(), files, lambda: self.load(files))
         for split, (inputs, _) in splits.items():
             if not inputs:
-                raise ConfigError("max_files", f"leaves the {split} split of {name} empty; use more files")
+                key = "root" if self.max_files is None else "max_files"
+                raise ConfigError(key, f"leaves the {split} split of {name} empty; use more files")
         if self.normalize:
             standardize(splits)
         return {split: SequenceDataset(inputs, targets) for split, (inputs, targets) in splits.items()}
@@ -347,9 +344,9 @@ class FSDDCTCDataModule(FSDDDataModule):
     the six speakers are shared by all splits, as in FSDD's own split), with silences of ``min_gap``-``max_gap``
     seconds (uniform) before, between and after the digits. Everything is drawn from ``data.seed``.
     Default sizes: ``train_size`` 2000, ``val_size`` 200, ``test_size`` 500 sequences (about 2.4 s each: 120 steps at
-    the default hop of 160 samples = 20 ms). Labels: blank 0, digit d -> d + 1 (``output_size`` 11). Metric: label error rate of greedy CTC decoding
-    (edit distance / reference length; emitting nothing scores 1.0). Batches: inputs [B, T, F], targets [B, S]
-    padded with 0, ``target_lengths`` [B].
+    the default hop of 160 samples = 20 ms). Labels: blank 0, digit d -> d + 1 (``output_size`` 11). Metric: label
+    error rate of greedy CTC decoding (edit distance / reference length; emitting nothing scores 1.0).
+    Batches: inputs [B, T, F], targets [B, S] padded with 0, ``target_lengths`` [B].
     """
 
     def __init__(
@@ -448,7 +445,7 @@ class YesNoDataModule(AudioDataModule):
         return seeded_subset(files, self.max_files, torch.Generator().manual_seed(self.seed))
 
     def split_files(self, files: list[Path]) -> dict[str, list[Path]]:
-        """A seeded permutation: its first ``test_size`` files test, the next ``val_size`` validation, the rest train."""
+        """A seeded permutation: its first ``test_size`` files test, the next ``val_size`` validation, then train."""
         order = torch.randperm(len(files), generator=torch.Generator().manual_seed(self.seed)).tolist()
         test_end = self.test_size
         val_end = test_end + self.val_size
@@ -560,7 +557,8 @@ class SpeechCommandsDataModule(AudioDataModule):
         return splits
 
     def label_description(self) -> str:
-        return f"classes: {len(self.words)} words ({', '.join(self.words[:12])}{', ...' if len(self.words) > 12 else ''})"
+        shown = ", ".join(self.words[:12]) + (", ..." if len(self.words) > 12 else "")
+        return f"classes: {len(self.words)} words ({shown})"
 
 
 def extract(archive: Path, destination: Path) -> None:
@@ -630,7 +628,8 @@ class PolyphonicDataModule(SequenceDataModule):
             if key not in contents:
                 raise ConfigError("root", f"{self.path} has no {key!r}; restore it from the source")
             arrays = list(contents[key].ravel()[: self.max_sequences])
-            if any(a.ndim != 2 or a.shape[1] != PIANO_KEYS for a in arrays) or not np.isin(np.concatenate(arrays), (0, 1)).all():
+            well_formed = all(a.ndim == 2 and a.shape[1] == PIANO_KEYS for a in arrays)
+            if not well_formed or not np.isin(np.concatenate(arrays), (0, 1)).all():
                 raise ConfigError("root", f"{self.path}: {key} holds a non-binary or non-88-key roll; restore it")
             rolls = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in arrays]
             inputs = [torch.cat([roll.new_zeros(1, PIANO_KEYS), roll[:-1]]) for roll in rolls]

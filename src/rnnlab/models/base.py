@@ -43,6 +43,11 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tenso
     return x.gather(1, index)
 
 
+def batch_column(keep: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``keep`` [B] viewed as [B, 1, ...] to broadcast against ``like`` [B, ...]."""
+    return keep.view(-1, *[1] * (like.dim() - 1))
+
+
 class RecurrentCell(nn.Module):
     """One direction of one layer: ``project`` the inputs of all steps at once, then ``step`` through time.
 
@@ -84,9 +89,9 @@ class RecurrentCell(nn.Module):
             return torch.stack(outputs, dim=1), state
         for t, (projected_t, keep) in enumerate(zip(projected, mask.unbind(1))):
             new_state = self.step(projected_t, state, t)
-            state = tuple(torch.where(keep.view(-1, *[1] * (new.dim() - 1)), new, old) for new, old in zip(new_state, state))
+            state = tuple(torch.where(batch_column(keep, new), new, old) for new, old in zip(new_state, state))
             output = self.output(state)
-            outputs.append(torch.where(keep.view(-1, *[1] * (output.dim() - 1)), output, 0.0))
+            outputs.append(torch.where(batch_column(keep, output), output, 0.0))
         return torch.stack(outputs, dim=1), state
 
 

@@ -42,9 +42,7 @@ class LSTMSequence(torch.autograd.Function):
         hs[0], cs[0] = h0, c0
         four = gates.view(steps, batch, 4, hidden)
         weight_t = weight_hh.t()
-        per_step = zip(
-            gates, four[:, :, 0:2], four[:, :, 0], four[:, :, 1], four[:, :, 2], four[:, :, 3], hs, cs, hs[1:], cs[1:], tanh_cs
-        )
+        per_step = zip(gates, four[:, :, 0:2], *four.unbind(2), hs, cs, hs[1:], cs[1:], tanh_cs)
         for pre, input_forget, i, f, g, o, h, c, h_next, c_next, tanh_c in per_step:
             pre.addmm_(h, weight_t)
             input_forget.sigmoid_()
@@ -81,7 +79,9 @@ class LSTMSequence(torch.autograd.Function):
         )
         dh = grad_hs[steps] if grad_hs is not None else hs.new_zeros(batch, hidden)  # d h_t, all paths
         dc = grad_cs[steps] if grad_cs is not None else hs.new_zeros(batch, hidden)  # d c_t, all paths
-        for t, (grad_pre, grad_ifg, grad_o, factor_ifg, factor_o, through, forget) in reversed(list(enumerate(per_step))):
+        for t, (grad_pre, grad_ifg, grad_o, factor_ifg, factor_o, through, forget) in reversed(
+            list(enumerate(per_step))
+        ):
             dc = torch.addcmul(dc, dh, through)
             torch.mul(factor_ifg, dc.unsqueeze(1), out=grad_ifg)
             torch.mul(factor_o, dh, out=grad_o)
@@ -105,9 +105,10 @@ class GRUSequence(torch.autograd.Function):
         hs = projected.new_empty(steps + 1, batch, hidden)
         hs[0] = h0
         weight_t = weight_hh.t()
+        flat_recurrent = recurrent.view(steps, batch, 3 * hidden)
         per_step = zip(
-            x[:, :, 0:2], x[:, :, 2], recurrent.view(steps, batch, 3 * hidden), recurrent[:, :, 0:2], recurrent[:, :, 2],
-            acts[:, :, 0:2], acts[:, :, 0], acts[:, :, 1], acts[:, :, 2], hs, hs[1:],
+            x[:, :, 0:2], x[:, :, 2], flat_recurrent, recurrent[:, :, 0:2], recurrent[:, :, 2], acts[:, :, 0:2],
+            *acts.unbind(2), hs, hs[1:],
         )  # fmt: skip
         for x_rz, x_n, rec, rec_rz, rec_n, rz, r, z, n, h, h_next in per_step:
             torch.addmm(bias_hh, h, weight_t, out=rec)

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from rnnlab.record import read_records
 
-HEADLINE_METRICS = ("test/loss", "test/mse", "test/acc", "test/bpc", "test/ppl", "val/loss")
+HEADLINE_METRICS = ("test/loss", "test/mse", "test/acc", "test/bpc", "test/ppl", "test/ler", "test/nll", "val/loss")
 
 
 def records_table(records: list[dict]) -> Table:
