@@ -43,7 +43,7 @@ def test_backward_direction_reads_each_sequence_reversed_within_its_length(tmp_p
 @pytest.mark.parametrize("preset", PRESETS)
 def test_learns_the_adding_problem(tmp_path, preset):
     record = train_in_process(
-        tmp_path, f"model={preset}", "data=adding", "data.seq_len=10", "data.train_size=2000", "trainer.max_epochs=5"
+        tmp_path, f"model={preset}", "data=adding", "data.seq_len=10", "data.train_size=2000", "trainer.max_epochs=10"
     )
     assert record["status"] == "completed"
     assert record["metrics"]["test/mse"] < 0.167

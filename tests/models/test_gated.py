@@ -243,6 +243,6 @@ ADDING = ("data=adding", "data.seq_len=10", "data.train_size=2000")
 @pytest.mark.slow
 @pytest.mark.parametrize("overrides", [("model=lstm",), ("model=gru",), ("model=lstm", "model.variant=cifg")])
 def test_learns_the_adding_problem(tmp_path, overrides):
-    record = train_in_process(tmp_path, *overrides, *ADDING, "trainer.max_epochs=5")
+    record = train_in_process(tmp_path, *overrides, *ADDING, "trainer.max_epochs=10")
     assert record["status"] == "completed"
     assert record["metrics"]["test/mse"] < 0.167
