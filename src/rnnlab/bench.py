@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 SEQUENCE_LAYOUT = "[batch, time, features]"
 REFERENCE_NAME = "torch.nn.LSTM (reference)"
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 @dataclass
@@ -157,12 +158,12 @@ def train_step(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def timed(step: Callable[[], None], device: torch.device) -> float:
+def timed(step: Callable[[], None], device: torch.device, clock: Callable[[], float] = time.perf_counter) -> float:
     synchronize(device)
-    start = time.perf_counter()
+    start = clock()
     step()
     synchronize(device)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def peak_memory_bytes(step: Callable[[], None], device: torch.device) -> int:
@@ -201,7 +202,13 @@ class Reference(torch.nn.Module):
 
 
 def measure(
-    row: Row, model: torch.nn.Module, reference: Callable[[], None] | None, x: torch.Tensor, repeats: int, warmup: int
+    row: Row,
+    model: torch.nn.Module,
+    reference: Callable[[], None] | None,
+    x: torch.Tensor,
+    repeats: int,
+    warmup: int,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> None:
     """Fill ``row`` with times (each paired with a ``reference`` step; None: this is the reference), parameters and
     peak memory."""
@@ -210,8 +217,8 @@ def measure(
     row.params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     times, reference_times = [], []
     for repeat in range(warmup + repeats):
-        elapsed = timed(step, device)
-        reference_elapsed = timed(reference, device) if reference is not None else elapsed
+        elapsed = timed(step, device, clock)
+        reference_elapsed = timed(reference, device, clock) if reference is not None else elapsed
         if repeat >= warmup:
             times.append(elapsed)
             reference_times.append(reference_elapsed)
@@ -225,7 +232,7 @@ def measure(
     row.peak_memory_mb = peak_memory_bytes(step, device) / 2**20
 
 
-def bench_one(label, name, overrides, cfg, sizes, reference, x, repeats, warmup) -> Row:
+def bench_one(label, name, overrides, cfg, sizes, reference, x, repeats, warmup, clock) -> Row:
     row = Row(model=name, overrides=overrides)
     if isinstance(cfg, Exception):
         row.status, row.reason = "error", one_line(cfg)
@@ -240,7 +247,7 @@ def bench_one(label, name, overrides, cfg, sizes, reference, x, repeats, warmup)
         model = build_model(cfg, sizes.input, sizes.output).to(x.device)
         row.hidden_size = getattr(model, "hidden_size", None)
         model.train()
-        measure(row, model, reference, x, repeats, warmup)
+        measure(row, model, reference, x, repeats, warmup, clock)
     except Exception as error:  # one model's failure is its row; the bench goes on
         log.debug("%s failed", label, exc_info=True)
         row.status, row.reason = "error", one_line(error)
@@ -253,19 +260,23 @@ def run_bench(
     repeats: int = 5,
     warmup: int = 2,
     device: str | torch.device = "cpu",
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[Row, list[Row]]:
-    """Benchmark each of ``configs`` (from :func:`model_configs`); returns the reference row and the model rows."""
+    """Benchmark each of ``configs`` (from :func:`model_configs`); returns the reference row and the model rows.
+
+    ``clock``: ``time.perf_counter`` (wall time) or ``time.process_time`` (CPU time of all the process's threads).
+    """
     device = torch.device(device)
     torch.manual_seed(0)
     x = torch.randn(sizes.batch, sizes.length, sizes.input, device=device)
     reference_model = Reference(sizes).to(device)
     reference = train_step(reference_model, x)
     reference_row = Row(model=REFERENCE_NAME, target="torch.nn.LSTM", hidden_size=sizes.hidden)
-    measure(reference_row, reference_model, None, x, repeats, warmup)
+    measure(reference_row, reference_model, None, x, repeats, warmup, clock)
     rows = []
     for label, (name, overrides, cfg) in configs.items():
         log.info("bench %s", label)
-        rows.append(bench_one(label, name, overrides, cfg, sizes, reference, x, repeats, warmup))
+        rows.append(bench_one(label, name, overrides, cfg, sizes, reference, x, repeats, warmup, clock))
     return reference_row, rows
 
 
@@ -324,6 +335,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per model (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="wall",
+        help="wall time, or CPU time of the process (less sensitive to other processes' load; CPU only, best with "
+        "--threads 1 as idle threads may spin)",
+    )
     parser.add_argument("--max-ratio", type=float, default=5.0, help="ratios above this are shown in red")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
@@ -332,12 +351,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--{key} must be positive")
     if args.warmup < 0:
         parser.error("--warmup must be >= 0")
+    if args.threads is not None and args.threads <= 0:
+        parser.error("--threads must be positive")
+    if args.clock == "cpu" and args.device != "cpu":
+        parser.error("--clock cpu measures CPU time; use it with --device cpu")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the bench; exit status 1 when a model failed (its row says why), 2 for bad arguments."""
     args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="rnnlab-bench: %(message)s")  # progress on stderr
     os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler's C++ log would report the missing GPU on stderr
     try:
         names = selected_models(args.models)
@@ -348,14 +372,23 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     configs = model_configs(names, sizes.hidden, variants)
     device = torch.device(args.device)
-    reference, rows = run_bench(configs, sizes, args.repeats, args.warmup, device)
-    Console(width=200).print(results_table(reference, rows, sizes, args.max_ratio))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    reference, rows = run_bench(configs, sizes, args.repeats, args.warmup, device, CLOCKS[args.clock])
+    table = results_table(reference, rows, sizes, args.max_ratio)
+    env = environment(device)
+    table.caption = (
+        f"{env['device']}, {env['threads']} threads, {args.clock} clock, median of {args.repeats}; "
+        "x nn.LSTM: median ratio of paired steps"
+    )
+    Console(width=200).print(table)
     if args.json:
         result = {
             "sizes": asdict(sizes),
             "repeats": args.repeats,
             "warmup": args.warmup,
-            "env": environment(device),
+            "clock": args.clock,
+            "env": env,
             "reference": asdict(reference),
             "rows": [asdict(row) | {"label": row.label} for row in rows],
         }

@@ -68,11 +68,13 @@ def test_each_sequence_alone_equals_its_row_in_a_padded_batch(tmp_path, name):
 @pytest.mark.parametrize("name", MODELS)
 def test_carried_state_continues_the_sequence(tmp_path, name):
     model = build(tmp_path, name, "model.num_layers=2")
+    if getattr(model, "num_directions", 1) > 1:
+        pytest.skip("a bidirectional model reads the future: a prefix's state cannot continue the sequence")
     x = torch.randn(BATCH, STEPS, INPUT)
     with torch.no_grad():
         whole, _ = model(x)
-        first, state = model(x[:, :5])
-        second, _ = model(x[:, 5:], state=state)
+        first, state = model(x[:, :4])  # 4 steps: whole windows for subsampling models (hsrnn: 2 levels x 2)
+        second, _ = model(x[:, 4:], state=state)
     torch.testing.assert_close(torch.cat([first, second], dim=1), whole, atol=1e-5, rtol=1e-5)
 
 
