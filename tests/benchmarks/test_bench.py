@@ -10,6 +10,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
+import rnnlab.bench as bench
 from rnnlab.bench import REFERENCE_NAME, Sizes, main, model_configs, run_bench, selected_models
 from rnnlab.config_check import CONF_DIR
 from rnnlab.models.gated import LSTM
@@ -57,7 +58,7 @@ def test_cli_rows_for_two_models_at_tiny_sizes(tmp_path):
     assert reference["ratio"] > 0
 
 
-def test_failures_are_rows_and_do_not_stop_the_others(monkeypatch):
+def test_failures_are_rows_and_do_not_stop_the_others():
     configs = model_configs(["lstm"], TINY.hidden, variants=[])
     bad_value = OmegaConf.create(
         {"_target_": "rnnlab.models.gated.LSTM", "_partial_": True, "hidden_size": 8, "num_layers": 0}
@@ -97,3 +98,19 @@ def test_every_model_config_is_benchmarked_by_default():
 def test_unknown_model_is_a_usage_error(capsys):
     assert main(["--models", "lstm,no_such_model", *TINY_ARGS]) == 2
     assert "no_such_model" in capsys.readouterr().err
+
+
+def test_cli_writes_every_row_and_exits_1_when_a_model_failed(tmp_path, monkeypatch):
+    real = bench.model_configs
+
+    def with_a_broken_model(names, hidden, variants):
+        return {"broken": ("broken", [], RuntimeError("boom")), **real(names, hidden, variants)}
+
+    monkeypatch.setattr(bench, "model_configs", with_a_broken_model)
+    path = tmp_path / "bench.json"
+    args = ["--models", "lstm", "--variants", "", *TINY_ARGS, "--repeats", "1", "--warmup", "0", "--json", str(path)]
+    status = main(args)
+    assert status == 1
+    rows = json.loads(path.read_text())["rows"]
+    assert [(row["label"], row["status"]) for row in rows] == [("broken", "error"), ("lstm", "ok")]
+    assert rows[0]["reason"] == "RuntimeError: boom"

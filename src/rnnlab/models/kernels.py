@@ -3,9 +3,9 @@
 The hand-written cells of :mod:`rnnlab.models.gated` step through time in Python; letting autograd record every
 step costs about a dozen graph nodes per step. These functions run the same recurrence as one autograd node: the
 forward loop writes into preallocated buffers without recording a graph, and the backward loop applies the chain
-rule of survey eqs. 32-36 / 47-50 by hand (BPTT, survey section III.B), with the weight gradient computed after the
-loop as one matrix product over all steps. The math is that of ``nn.LSTM`` / ``nn.GRU`` (the fused kernels) and of
-``LSTM.cell_step`` / ``GRU.cell_step``; tests check values and gradients against both.
+rule of survey eqs. 32-36 / 47-50 by hand (backpropagation through time, Werbos 1990), with the weight gradient
+computed after the loop as one matrix product over all steps. The math is that of ``nn.LSTM`` / ``nn.GRU`` (the
+fused kernels) and of ``LSTM.cell_step`` / ``GRU.cell_step``; tests check values and gradients against both.
 
 Shapes (time-major, so each step's slice is contiguous):
     projected: [T, B, G*H]  the input projection W_x x_t + b_x of every step (G = 4 for LSTM, 3 for GRU)

@@ -16,7 +16,9 @@ class SecondOrderCell(RecurrentCell):
     """One second-order layer: weight W [H, H, I] (unit i, previous unit j, input k), bias b [H]. State (h,).
 
     No part of the step depends on the input alone, so ``project`` passes x through: precomputing W x_t for all steps
-    would hold a [B, T, H, H] tensor.
+    would hold a [B, T, H, H] tensor. The step is one matrix product of the outer product h_{t-1} x_t^T [B, H*I]
+    with W viewed as [H, H*I]. Its cost, O(H^2 I) per step, is that of the math, not of the loop: at H=128, I=32 it
+    is 6.4 times the multiply-adds of an LSTM step, which is why ``rnnlab-bench`` times it at about 5x ``nn.LSTM``.
     """
 
     def __init__(self, input_size: int, hidden_size: int, activation):
@@ -29,7 +31,8 @@ class SecondOrderCell(RecurrentCell):
 
     def step(self, projected, state, t):
         (h,) = state
-        return (self.activation(torch.einsum("bj,ijk,bk->bi", h, self.weight, projected) + self.bias),)
+        outer = (h.unsqueeze(2) * projected.unsqueeze(1)).flatten(1)  # [B, H*I]: h_j x_k
+        return (self.activation(outer @ self.weight.flatten(1).T + self.bias),)
 
 
 class SecondOrderRNN(RecurrentNetwork):
