@@ -324,16 +324,21 @@ class FSDDDataModule(AudioDataModule):
 
 def fsdd_recordings(root: Path, max_files: int | None, seed: int) -> list[Path]:
     """The FSDD WAVs under ``root/recordings`` (a seeded subset of ``max_files`` when set), checking their names."""
-    folder = root / "recordings"
+    files = named_wavs(root / "recordings", FSDD_NAME, "{digit}_{speaker}_{index}.wav", "the FSDD recordings")
+    return seeded_subset(files, max_files, torch.Generator().manual_seed(seed))
+
+
+def named_wavs(folder: Path, pattern: re.Pattern, naming: str, what: str) -> list[Path]:
+    """The sorted WAVs in ``folder``; ConfigError naming the folder or file if it is missing, empty or misnamed."""
     if not folder.is_dir():
-        raise ConfigError("root", f"{folder} not found; point data.root at the FSDD folder holding recordings/*.wav")
+        raise ConfigError("root", f"{folder} not found; point data.root at the folder holding {what}")
     files = sorted(folder.glob("*.wav"))
     if not files:
-        raise ConfigError("root", f"no .wav files in {folder}; restore the FSDD recordings there")
+        raise ConfigError("root", f"no .wav files in {folder}; restore {what} there")
     for path in files:
-        if not FSDD_NAME.match(path.name):
-            raise ConfigError("root", f"{path} is not named {{digit}}_{{speaker}}_{{index}}.wav; remove or rename it")
-    return seeded_subset(files, max_files, torch.Generator().manual_seed(seed))
+        if not pattern.match(path.name):
+            raise ConfigError("root", f"{path} is not named like {naming}; remove or rename it")
+    return files
 
 
 class FSDDCTCDataModule(FSDDDataModule):
@@ -433,15 +438,7 @@ class YesNoDataModule(AudioDataModule):
         return {**super().settings(), "val_size": self.val_size, "test_size": self.test_size}
 
     def list_files(self) -> list[Path]:
-        folder = self.root / "waves_yesno"
-        if not folder.is_dir():
-            raise ConfigError("root", f"{folder} not found; point data.root at the folder holding waves_yesno/")
-        files = sorted(folder.glob("*.wav"))
-        if not files:
-            raise ConfigError("root", f"no .wav files in {folder}; restore the YESNO recordings there")
-        for path in files:
-            if not YESNO_NAME.match(path.name):
-                raise ConfigError("root", f"{path} is not named like 0_1_1_0_0_1_0_1.wav; remove or rename it")
+        files = named_wavs(self.root / "waves_yesno", YESNO_NAME, "0_1_1_0_0_1_0_1.wav", "the YESNO recordings")
         return seeded_subset(files, self.max_files, torch.Generator().manual_seed(self.seed))
 
     def split_files(self, files: list[Path]) -> dict[str, list[Path]]:
