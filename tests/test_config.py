@@ -66,3 +66,8 @@ def test_trainer_configs_name_a_device(tmp_path, option):
     assert cfg.trainer.accelerator in {"cpu", "gpu"}
     if option.startswith("ddp"):
         assert cfg.trainer.strategy == "ddp"
+
+
+def test_local_launcher_is_joblib_with_two_jobs(tmp_path):
+    cfg = compose_config(tmp_path, ["hydra/launcher=local"])
+    assert "joblib" in cfg.hydra.launcher._target_ and cfg.hydra.launcher.n_jobs == 2
