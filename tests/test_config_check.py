@@ -60,3 +60,13 @@ def test_missing_data_folder_exits_2_naming_the_file(tmp_path):
 def test_full_error_env_shows_the_traceback(tmp_path):
     result = run_cli(tmp_path, "model.hidden_size=-4", f"hydra.run.dir={tmp_path}/run", env={"HYDRA_FULL_ERROR": "1"})
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+@pytest.mark.parametrize("launcher", ["local", "joblib", "submitit_local"])
+def test_hydra_launchers_from_plugins_and_from_conf_are_accepted(launcher):
+    check_command_line(["-m", f"hydra/launcher={launcher}", "model=elman,gru"])
+
+
+def test_unknown_launcher_is_refused():
+    with pytest.raises(ConfigError, match="hydra/launcher"):
+        check_command_line(["-m", "hydra/launcher=nope", "model=elman"])

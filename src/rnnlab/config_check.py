@@ -55,7 +55,7 @@ def check_job(job: list[str], parser: OverridesParser) -> None:
     overrides = parser.parse_overrides(job)
     for override in overrides:
         group = override.key_or_group
-        if (CONF_DIR / group).is_dir() and not override.is_delete():
+        if (CONF_DIR / group).is_dir() and not group.startswith("hydra/") and not override.is_delete():
             for choice in override_choices(override):
                 if choice not in group_options(group):
                     raise ConfigError(group, f"unknown config {choice!r}; allowed: {', '.join(group_options(group))}")
