@@ -23,11 +23,13 @@ from rnnlab.config_check import CONF_DIR, PRIMARY_CONFIG, check_command_line
 from rnnlab.errors import ConfigError
 from rnnlab.loggers import finish_loggers
 from rnnlab.models.budget import count_parameters, hidden_size_for_budget
+from rnnlab.models.initialization import initialize
 from rnnlab.record import RunStats, environment, one_line, peak_memory_mb, write_record
 
 log = logging.getLogger(__name__)
 
 EXIT_BAD_INPUT = 2
+INIT_KEYS = ("init", "init_std", "forget_bias")  # model keys read by rnnlab.models.initialization, not the model
 
 
 def cli() -> None:
@@ -69,14 +71,15 @@ def make(cfg: DictConfig, group: str, **kwargs):
 
 
 def build_model(model_cfg: DictConfig, input_size: int, output_size: int):
-    """The model for the data's dims; ``param_budget`` (when set) picks its hidden_size."""
+    """The model for the data's dims; ``param_budget`` (when set) picks its hidden_size, ``init`` its weights."""
     model_cfg = model_cfg.copy()
     with open_dict(model_cfg):
         budget = model_cfg.pop("param_budget", None)
+        init = {key: model_cfg.pop(key) for key in INIT_KEYS if key in model_cfg}
     factory = partial(instantiate(model_cfg), input_size=input_size, output_size=output_size)
     if budget is not None:
         factory = partial(factory, hidden_size=hidden_size_for_budget(factory, budget))
-    return factory()
+    return initialize(factory(), **init)
 
 
 def build(cfg: DictConfig, stats: RunStats):

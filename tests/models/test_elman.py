@@ -1,4 +1,4 @@
-"""Elman's identity init (IRNN, Le et al. 2015) and the Jordan network: steps by hand, the interface, learning."""
+"""The IRNN (Le et al. 2015: ReLU Elman, identity init) and the Jordan network: steps by hand, the interface, learning."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import compose_config, train_in_process
-from rnnlab.errors import ConfigError
 from rnnlab.models.elman import Elman, Jordan
+from rnnlab.models.initialization import initialize
 from rnnlab.train import build_model
 from zoo_checks import check_interface
 
@@ -27,24 +27,11 @@ def test_irnn_config_is_relu_elman_with_identity_recurrence(tmp_path):
             assert not parameter.any(), name
 
 
-def test_identity_init_scale_and_default_init_untouched():
-    torch.manual_seed(0)
-    scaled = Elman(IN, OUT, hidden_size=H, activation="relu", init="identity", init_scale=0.5)
-    torch.testing.assert_close(scaled.rnn.weight_hh_l0, 0.5 * torch.eye(H), rtol=0, atol=0)
-    torch.manual_seed(0)
-    default = Elman(IN, OUT, hidden_size=H)
-    torch.manual_seed(0)
-    explicit = Elman(IN, OUT, hidden_size=H, init="default")
-    for a, b in zip(default.parameters(), explicit.parameters()):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert not torch.allclose(default.rnn.weight_hh_l0, torch.eye(H))
-
-
 @pytest.mark.parametrize("use_fused", [True, False])
 def test_irnn_two_steps_by_hand(use_fused):
     """h_1 = relu(W_ih x_1), h_2 = relu(W_ih x_2 + h_1): the identity recurrence adds the previous state."""
     torch.manual_seed(1)
-    model = Elman(IN, OUT, hidden_size=H, activation="relu", init="identity")
+    model = initialize(Elman(IN, OUT, hidden_size=H, activation="relu"), "identity")
     model.use_fused = use_fused
     x = torch.randn(4, 2, IN)
     w = model.rnn.weight_ih_l0
@@ -54,15 +41,6 @@ def test_irnn_two_steps_by_hand(use_fused):
         outputs, h = model(x)
     torch.testing.assert_close(outputs, model.readout(torch.stack([h1, h2], dim=1)), rtol=0, atol=1e-5)
     torch.testing.assert_close(h[0], h2, rtol=0, atol=1e-5)
-
-
-def test_bad_init_names_its_key():
-    with pytest.raises(ConfigError) as error:
-        Elman(IN, OUT, init="orthogonal")
-    assert error.value.key == "init"
-    with pytest.raises(ConfigError) as error:
-        Elman(IN, OUT, init="identity", init_scale=0.0)
-    assert error.value.key == "init_scale"
 
 
 def test_jordan_two_steps_by_hand():
@@ -100,7 +78,7 @@ def test_jordan_feeds_back_the_output_not_the_hidden_state():
     [
         lambda: Jordan(IN, OUT, hidden_size=H),
         lambda: Jordan(IN, OUT, hidden_size=H, num_layers=2, bidirectional=True, residual=True),
-        lambda: Elman(IN, OUT, hidden_size=H, activation="relu", init="identity", num_layers=2),
+        lambda: initialize(Elman(IN, OUT, hidden_size=H, activation="relu", num_layers=2), "identity"),
     ],
     ids=["jordan", "jordan-bi-residual", "irnn-2-layers"],
 )

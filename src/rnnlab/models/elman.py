@@ -1,16 +1,16 @@
-"""Elman (simple) recurrent network, survey eqs. 1-3, its identity-initialised ReLU preset (IRNN), and the Jordan
-network, whose recurrence runs through the layer's output instead of its hidden state."""
+"""Elman (simple) recurrent network, survey eqs. 1-3, and the Jordan network, whose recurrence runs through the
+layer's output instead of its hidden state. The IRNN (Le et al. 2015) is the Elman network with ReLU units and
+``init: identity`` (rnnlab.models.initialization; config ``irnn``)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from rnnlab.errors import require_choice, require_positive
+from rnnlab.errors import require_choice
 from rnnlab.models.base import FusedRecurrentNetwork, RecurrentCell, RecurrentNetwork
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
-INITS = ("default", "identity")
 
 
 class Elman(FusedRecurrentNetwork):
@@ -21,10 +21,6 @@ class Elman(FusedRecurrentNetwork):
 
     f_H is ``activation`` (tanh, relu or sigmoid). tanh and relu run on torch's fused ``nn.RNN``; sigmoid has no
     fused kernel and runs the hand-written cell. Shapes as in ``rnnlab.models.base``; state h: [layers*dirs, B, H].
-
-    ``init``: ``default`` keeps torch's U(-1/sqrt(H), 1/sqrt(H)) weights; ``identity`` sets W_HH = ``init_scale`` * I
-    and both biases to 0 in every layer and direction, which with ``activation=relu`` is the IRNN of Le, Jaitly &
-    Hinton 2015, "A Simple Way to Initialize Recurrent Networks of Rectified Linear Units" (config ``irnn``).
     """
 
     fused_class = nn.RNN
@@ -34,27 +30,12 @@ class Elman(FusedRecurrentNetwork):
         input_size: int,
         output_size: int,
         activation: str = "tanh",
-        init: str = "default",
-        init_scale: float = 1.0,
         **kwargs,
     ):
         require_choice("activation", activation, tuple(ACTIVATIONS))
-        require_choice("init", init, INITS)
-        require_positive(init_scale=init_scale)
         self.activation = activation
         fused_nonlinearity = activation if activation in ("tanh", "relu") else "tanh"
         super().__init__(input_size, output_size, nonlinearity=fused_nonlinearity, **kwargs)
-        if init == "identity":
-            self.identity_init(init_scale)
-
-    @torch.no_grad()
-    def identity_init(self, scale: float) -> None:
-        """W_HH = scale * I, b_ih = b_hh = 0 for every layer and direction (Le et al. 2015, section 3)."""
-        for name, parameter in self.rnn.named_parameters():
-            if name.startswith("weight_hh"):
-                parameter.copy_(scale * torch.eye(self.hidden_size, dtype=parameter.dtype, device=parameter.device))
-            elif name.startswith("bias"):
-                parameter.zero_()
 
     def fused_supported(self) -> bool:
         return super().fused_supported() and self.activation in ("tanh", "relu")
