@@ -19,8 +19,10 @@ Peak memory is the largest amount of memory torch held during one forward+backwa
 Python heap, a library's private buffers) is not seen.
 
 A model class that cannot read a [batch, time, features] tensor declares it with a class attribute
-``input_layout`` naming what it reads (e.g. ``"[batch, time, channels, height, width]"``); its row is skipped with
-that reason. A model that fails to build or run is a row with its error; the others still run.
+``input_layout`` naming what it reads (e.g. ``"[batch, time, channels, height, width]"``) and a classmethod
+``example_inputs(batch_size, input_size)``; its row times that batch (image and video frames enlarged to 28 x 28,
+one channel), its note names the shapes, and its ratio still divides by the same ``nn.LSTM`` step. A model that
+fails to build or run is a row with its error; the others still run.
 """
 
 from __future__ import annotations
@@ -144,14 +146,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_step(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    """One forward+backward of ``out.mean()``; gradients are cleared first so every step allocates the same."""
+def train_step(model: torch.nn.Module, inputs: dict[str, Any]) -> Callable[[], None]:
+    """One forward+backward of ``out.mean()`` on ``model(**inputs)``; gradients are cleared first so every step
+    allocates the same."""
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step() -> None:
         for p in params:
             p.grad = None
-        out = model(x)
+        out = model(**inputs)
         out = out[0] if isinstance(out, tuple) else out
         out.float().mean().backward()
 
@@ -205,14 +208,15 @@ def measure(
     row: Row,
     model: torch.nn.Module,
     reference: Callable[[], None] | None,
-    x: torch.Tensor,
+    inputs: dict[str, Any],
     repeats: int,
     warmup: int,
     clock: Callable[[], float] = time.perf_counter,
 ) -> None:
     """Fill ``row`` with times (each paired with a ``reference`` step; None: this is the reference), parameters and
-    peak memory."""
-    step = train_step(model, x)
+    peak memory; ``inputs`` are the forward() keyword arguments."""
+    step = train_step(model, inputs)
+    x = inputs["x"]
     device = x.device
     row.params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     times, reference_times = [], []
@@ -232,6 +236,24 @@ def measure(
     row.peak_memory_mb = peak_memory_bytes(step, device) / 2**20
 
 
+def layout_inputs(model_class: type, sizes: Sizes, device: torch.device) -> tuple[int, dict[str, Any]]:
+    """(input_size, forward kwargs) for a model that reads another layout: its ``example_inputs`` at the bench's
+    batch size; image / video frames ([B, T, C, H, W]) are one channel, enlarged to 28 x 28 at full length."""
+    example = model_class.example_inputs(sizes.batch, 1)
+    if example["x"].dim() == 5:
+        batch, steps = example["x"].shape[:2]
+        example = {**example, "x": torch.randn(batch, steps, 1, 28, 28), "lengths": torch.full((batch,), steps)}
+        input_size = 1
+    else:
+        example = model_class.example_inputs(sizes.batch, sizes.input)
+        input_size = sizes.input
+    return input_size, {key: value.to(device) for key, value in example.items()}
+
+
+def describe_inputs(inputs: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {list(value.shape)}" for key, value in inputs.items())
+
+
 def bench_one(label, name, overrides, cfg, sizes, reference, x, repeats, warmup, clock) -> Row:
     row = Row(model=name, overrides=overrides)
     if isinstance(cfg, Exception):
@@ -239,15 +261,16 @@ def bench_one(label, name, overrides, cfg, sizes, reference, x, repeats, warmup,
         return row
     try:
         row.target = cfg.get("_target_")
-        layout = getattr(get_class(row.target), "input_layout", SEQUENCE_LAYOUT)
-        if layout != SEQUENCE_LAYOUT:
-            row.status, row.reason = "skipped", f"reads {layout}, not {SEQUENCE_LAYOUT}"
-            return row
+        model_class = get_class(row.target)
+        input_size, inputs = sizes.input, {"x": x}
+        if getattr(model_class, "input_layout", SEQUENCE_LAYOUT) != SEQUENCE_LAYOUT:
+            input_size, inputs = layout_inputs(model_class, sizes, x.device)
+            row.reason = f"reads {model_class.input_layout}: {describe_inputs(inputs)}"
         torch.manual_seed(0)
-        model = build_model(cfg, sizes.input, sizes.output).to(x.device)
+        model = build_model(cfg, input_size, sizes.output).to(x.device)
         row.hidden_size = getattr(model, "hidden_size", None)
         model.train()
-        measure(row, model, reference, x, repeats, warmup, clock)
+        measure(row, model, reference, inputs, repeats, warmup, clock)
     except Exception as error:  # one model's failure is its row; the bench goes on
         log.debug("%s failed", label, exc_info=True)
         row.status, row.reason = "error", one_line(error)
@@ -270,9 +293,9 @@ def run_bench(
     torch.manual_seed(0)
     x = torch.randn(sizes.batch, sizes.length, sizes.input, device=device)
     reference_model = Reference(sizes).to(device)
-    reference = train_step(reference_model, x)
+    reference = train_step(reference_model, {"x": x})
     reference_row = Row(model=REFERENCE_NAME, target="torch.nn.LSTM", hidden_size=sizes.hidden)
-    measure(reference_row, reference_model, None, x, repeats, warmup, clock)
+    measure(reference_row, reference_model, None, {"x": x}, repeats, warmup, clock)
     rows = []
     for label, (name, overrides, cfg) in configs.items():
         log.info("bench %s", label)

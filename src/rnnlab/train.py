@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import sys
 from contextlib import contextmanager
 from functools import partial
@@ -25,11 +27,22 @@ from rnnlab.loggers import finish_loggers
 from rnnlab.models.budget import count_parameters, hidden_size_for_budget
 from rnnlab.models.initialization import initialize
 from rnnlab.record import RunStats, environment, one_line, peak_memory_mb, write_record
+from rnnlab.tasks.heads import head_wiring
 
 log = logging.getLogger(__name__)
 
 EXIT_BAD_INPUT = 2
+FINAL_STATUSES = ("completed", "diverged")  # a re-run sweep skips jobs that reached these; it re-runs failed ones
 INIT_KEYS = ("init", "init_std", "forget_bias")  # model keys read by rnnlab.models.initialization, not the model
+
+
+def ensure_dir(path: str) -> str:
+    """``${ensure_dir:...}`` in a config: the folder, created if missing (for files a sweeper opens before any job)."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+OmegaConf.register_new_resolver("ensure_dir", ensure_dir, replace=True)
 
 
 def cli() -> None:
@@ -91,12 +104,16 @@ def build(cfg: DictConfig, stats: RunStats):
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     # token-id inputs are embedded by the task first, so the model reads embedding_dim features per step
     input_size = cfg.task.embedding_dim if datamodule.task.input_vocab else datamodule.input_size
+    with config_errors("task"):  # a factorised output layer (task.head) reads features and owns the word embedding
+        output_size, head_data = head_wiring(cfg.task, datamodule)
     with config_errors("model"):
-        model = build_model(cfg.model, input_size, datamodule.output_size)
+        model = build_model(cfg.model, input_size, output_size)
     scheduler = make(cfg, "scheduler") if cfg.get("scheduler") else None
     optimizer = make(cfg, "optimizer")
     with config_errors("task"):
-        module = instantiate(cfg.task)(model=model, spec=datamodule.task, optimizer=optimizer, scheduler=scheduler)
+        module = instantiate(cfg.task)(
+            model=model, spec=datamodule.task, optimizer=optimizer, scheduler=scheduler, **head_data
+        )
     loggers = [make(cfg, "logger." + name) for name, node in (cfg.get("logger") or {}).items() if node]
     callbacks = [make(cfg, "callbacks." + name) for name, node in (cfg.get("callbacks") or {}).items() if node]
     trainer = make(cfg, "trainer", logger=loggers or False, callbacks=[*callbacks, stats])
@@ -106,7 +123,12 @@ def build(cfg: DictConfig, stats: RunStats):
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one job and return its record (also written to ``summary.json`` in the Hydra output directory)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    limit_threads_for_parallel_jobs()
+    earlier = read_earlier_record(run_dir) if cfg.resume else None
+    if earlier is not None and earlier["status"] in FINAL_STATUSES:
+        log.info("run already %s, skipped (resume=true): %s", earlier["status"], run_dir / "summary.json")
+        print(run_dir, flush=True)
+        return earlier
+    share_machine_between_parallel_jobs(cfg)
     stats = RunStats()
     record: dict[str, Any] = new_record(cfg)
     loggers: list = []
@@ -116,9 +138,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record["params"] = count_parameters(module.model)
         record["hidden_size"] = getattr(module.model, "hidden_size", None)
         record["data_note"] = getattr(datamodule, "note", None)  # e.g. a substitute split used offline
+        record["baseline"] = datamodule.task.baseline  # the data's trivial-predictor loss, for "solved" verdicts
         for logger in loggers:
             logger.log_hyperparams(record["config"])
-        trainer.fit(module, datamodule=datamodule)
+        record["resumed_from"] = last_checkpoint(trainer, start_over=earlier is not None) if cfg.resume else None
+        trainer.fit(module, datamodule=datamodule, ckpt_path=record["resumed_from"])
         record.update(steps=trainer.global_step, epochs=trainer.current_epoch)
         record["metrics"] = epoch_metrics(trainer)
         if module.diverged:
@@ -188,8 +212,46 @@ def epoch_metrics(trainer: pl.Trainer) -> dict[str, float]:
     return metrics
 
 
-def limit_threads_for_parallel_jobs() -> None:
-    """Give each of N parallel joblib jobs cpu_count / N torch threads so they do not oversubscribe the CPU."""
+def read_earlier_record(run_dir: Path) -> dict[str, Any] | None:
+    """The record an earlier attempt of this very job left in ``run_dir``, or None.
+
+    A record of other overrides (the directory was reused for another sweep) is set aside as
+    ``summary.replaced.json`` rather than lost, and the job starts over.
+    """
+    path = run_dir / "summary.json"
+    if not path.exists():
+        return None
+    earlier = json.loads(path.read_text())
+    if earlier.get("overrides") != list(HydraConfig.get().overrides.task):
+        log.warning("%s holds a run of other overrides %s; kept as summary.replaced.json", run_dir, earlier.get("overrides"))
+        path.replace(run_dir / "summary.replaced.json")
+        return None
+    return earlier
+
+
+def last_checkpoint(trainer: pl.Trainer, start_over: bool) -> str | None:
+    """``last.ckpt`` of an interrupted attempt (no record written) to resume from, or None to start afresh.
+
+    A job whose earlier attempt failed (``start_over``) starts afresh: its checkpoints are removed.
+    """
+    callback = trainer.checkpoint_callback
+    if callback is None or not callback.dirpath:
+        return None
+    directory = Path(callback.dirpath)
+    if start_over:
+        shutil.rmtree(directory, ignore_errors=True)
+        return None
+    last = directory / "last.ckpt"
+    if last.exists():
+        log.info("resuming the interrupted run from %s", last)
+        return str(last)
+    return None
+
+
+def share_machine_between_parallel_jobs(cfg: DictConfig) -> None:
+    """Parallel joblib jobs share the machine: each of N jobs gets cpu_count / N torch threads, and on a machine
+    with G GPUs job i trains on GPU i mod G (the Trainer's ``devices``; a reused worker process cannot change
+    CUDA_VISIBLE_DEVICES once CUDA is initialised)."""
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN or "joblib" not in str(hydra_cfg.launcher.get("_target_", "")):
         return
@@ -197,3 +259,7 @@ def limit_threads_for_parallel_jobs() -> None:
     n_jobs = int(hydra_cfg.launcher.n_jobs)
     n_jobs = cpus + 1 + n_jobs if n_jobs < 0 else n_jobs  # joblib's convention: -1 is every CPU
     torch.set_num_threads(max(1, cpus // max(1, n_jobs)))
+    gpus = torch.cuda.device_count()
+    if gpus > 1 and cfg.trainer.accelerator in ("gpu", "cuda", "auto") and cfg.trainer.devices == 1:
+        with open_dict(cfg):
+            cfg.trainer.devices = [hydra_cfg.job.num % gpus]

@@ -13,7 +13,6 @@ from omegaconf import OmegaConf
 import rnnlab.bench as bench
 from rnnlab.bench import REFERENCE_NAME, Sizes, main, model_configs, run_bench, selected_models
 from rnnlab.config_check import CONF_DIR
-from rnnlab.models.gated import LSTM
 
 TINY = Sizes(batch=4, length=5, hidden=8, input=3, output=2)
 TINY_ARGS = ["--batch", "4", "--length", "5", "--hidden", "8", "--input", "3", "--output", "2"]
@@ -80,14 +79,15 @@ def test_failures_are_rows_and_do_not_stop_the_others():
     assert reference.status == "ok"
 
 
-def test_models_declaring_another_input_layout_are_skipped(monkeypatch):
-    layout = "[batch, time, channels, height, width]"
-    monkeypatch.setattr(LSTM, "input_layout", layout, raising=False)
-    configs = model_configs(["lstm", "gru"], TINY.hidden, variants=[])
-    _, rows = run_bench(configs, TINY, repeats=1, warmup=0)
-    lstm, gru = rows
-    assert lstm.status == "skipped" and layout in lstm.reason and lstm.batch_ms is None
-    assert gru.status == "ok"
+@pytest.mark.parametrize("name, shape", [("mdlstm", [4, 3, 1, 28, 28]), ("tree_lstm", None)])
+def test_models_of_another_layout_are_timed_on_their_example_batch(name, shape):
+    configs = model_configs([name], TINY.hidden, variants=[])
+    _, (row,) = run_bench(configs, TINY, repeats=1, warmup=0)
+    assert row.status == "ok", row.reason
+    assert row.params > 0 and row.batch_ms > 0 and row.peak_memory_mb > 0
+    assert "reads [" in row.reason
+    if shape is not None:  # image frames enlarged to 28 x 28, one channel, at the bench's batch size
+        assert f"x {shape}" in row.reason
 
 
 def test_every_model_config_is_benchmarked_by_default():

@@ -16,7 +16,8 @@ from functools import partial
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from numpy.random import SeedSequence
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rnnlab.errors import ConfigError, require_positive
 
@@ -93,6 +94,29 @@ def pad_collate(
     return batch
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A seed for epoch ``epoch`` of a run seeded ``seed``, a function of the two alone (resumed runs repeat it)."""
+    return int(SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+class EpochShuffle(Sampler[int]):
+    """Epoch e visits the items in a permutation drawn from (seed, e) alone, so a run resumed from a checkpoint at
+    epoch e sees the same order as one that was never interrupted. Lightning calls ``set_epoch`` before each epoch."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
 class SequenceDataModule(pl.LightningDataModule):
     """Seeded splits and loaders; subclasses implement ``build_splits`` and set ``input_size``, ``output_size``, ``task``.
 
@@ -134,12 +158,10 @@ class SequenceDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         shuffle = shuffle and not self.task.stateful  # stateful streams must arrive in order
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
             self.splits[split],
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=EpochShuffle(len(self.splits[split]), self.seed) if shuffle else None,
             collate_fn=partial(pad_collate, per_step=self.task.per_step, kind=self.task.kind),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

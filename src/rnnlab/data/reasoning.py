@@ -5,6 +5,10 @@ Every example is generated from ``data.seed`` (Python's ``random.Random``) and r
 collate (``rnnlab.data.base.pad_collate``) batches, and each kind adds the structure that later models need
 (legal next symbols, the story's sentences, the tree's parents). With ``disjoint: true`` a val or test example never
 repeats (by its token sequence) an example of an earlier split, so scores measure generalisation, not recall.
+
+``structure: true`` (trees, bAbI) also puts that structure into every batch, padded with ``STRUCTURE_PAD`` (-1):
+trees add ``parents`` and ``positions`` [B, N], stories add ``story`` [B, S, L] and ``query`` [B, L_q] word ids.
+Models that read them name the keys in ``batch_keys`` (``rnnlab.models.structured``, ``rnnlab.models.memory``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import math
 import random
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -37,6 +41,31 @@ class TokenExample:
 
     def __iter__(self):
         return iter((self.inputs, self.targets))
+
+
+STRUCTURE_PAD = -1  # padding of the structure fields: no node / no word / no sentence
+
+
+def pad_structure(tensors: Sequence[torch.Tensor], shape: Sequence[int] | None = None) -> torch.Tensor:
+    """Stack long tensors of equal rank into [len(tensors), *shape], each padded at the end of every dimension with
+    ``STRUCTURE_PAD``; ``shape`` defaults to the largest size of each dimension."""
+    if shape is None:
+        shape = [max(t.shape[d] for t in tensors) for d in range(tensors[0].dim())]
+    out = torch.full((len(tensors), *shape), STRUCTURE_PAD, dtype=torch.long)
+    for row, tensor in enumerate(tensors):
+        out[(row, *(slice(0, size) for size in tensor.shape))] = tensor
+    return out
+
+
+class StructureCollate:
+    """The flat batch of ``collate(examples)`` plus the fields ``structure(examples)`` returns (picklable)."""
+
+    def __init__(self, collate: Callable, structure: Callable[[list], dict[str, torch.Tensor]]):
+        self.collate = collate
+        self.structure = structure
+
+    def __call__(self, examples: list) -> dict[str, torch.Tensor]:
+        return {**self.collate(examples), **self.structure(examples)}
 
 
 def entropy_baseline(train_labels: list[int], test_labels: list[int]) -> float:
@@ -89,6 +118,17 @@ class GeneratedDataModule(SyntheticDataModule):
 
     def after_build(self, splits: dict[str, list[TokenExample]]) -> None:
         """Set data-dependent parts of ``task`` (its baseline)."""
+
+    def batch_structure(self) -> Callable[[list], dict[str, torch.Tensor]] | None:
+        """The function giving a batch's structure fields (see the module docstring), or None for the flat batch."""
+        return None
+
+    def _loader(self, split: str, shuffle: bool):
+        loader = super()._loader(split, shuffle)
+        structure = self.batch_structure()
+        if structure is not None:  # DataLoader allows replacing collate_fn after construction
+            loader.collate_fn = StructureCollate(loader.collate_fn, structure)
+        return loader
 
     def describe(self) -> str:
         lengths = [len(example.tokens) for split in self.splits.values() for example in split]
@@ -215,8 +255,9 @@ class BabiSyntheticDataModule(GeneratedDataModule):
     Sequence classification over the whole vocabulary (output_size = vocabulary size, 42 words): inputs the flat
     story + query one-hot [B, T, V], targets the answer word id [B], metric accuracy. Each example also keeps the
     ``story`` sentences, the ``query`` and the ``supporting`` sentence indices separately (:class:`QAExample`), for
-    memory networks; the default collate yields only the flat form. ``task.baseline`` is the test loss of the
-    training answer prior.
+    memory networks; with ``structure: true`` batches also carry ``story`` [B, S, L] (sentence s of row b, word
+    ids, ``STRUCTURE_PAD`` beyond its words and beyond the story's sentences) and ``query`` [B, L_q] (padded
+    likewise). ``task.baseline`` is the test loss of the training answer prior.
     """
 
     PEOPLE = ("mary", "john", "daniel", "sandra")
@@ -229,8 +270,15 @@ class BabiSyntheticDataModule(GeneratedDataModule):
     QUESTIONS = ("single", "two", "counting")
     QUERY_WORDS = "where is how many objects carrying . ?"
 
-    def __init__(self, question_types: list[str] | tuple[str, ...] = QUESTIONS, max_sentences: int = 10, **kwargs):
+    def __init__(
+        self,
+        question_types: list[str] | tuple[str, ...] = QUESTIONS,
+        max_sentences: int = 10,
+        structure: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
+        self.structure = bool(structure)
         question_types = tuple(question_types)
         if not question_types:
             raise ConfigError("question_types", f"needs at least one of {', '.join(self.QUESTIONS)}")
@@ -246,6 +294,9 @@ class BabiSyntheticDataModule(GeneratedDataModule):
         self.index = {word: i for i, word in enumerate(self.vocabulary)}
         self.input_size = self.output_size = len(self.vocabulary)
         self.task = TaskSpec(kind="classification", per_step=False, metric="acc")
+
+    def batch_structure(self):
+        return story_structure if self.structure else None
 
     def encode(self, text: str) -> list[int]:
         return [self.index[word] for word in text.split()]
@@ -371,15 +422,20 @@ class TreesDataModule(GeneratedDataModule):
     modulo, so 0-9 also for negative values), class [B], metric accuracy; classification rather than regression
     of the raw value, whose range grows as 9^(2^max_depth). ``task.baseline`` is the test loss of the
     training label prior (0 and the even digits are the most frequent, from the products). Each example keeps
-    the tree (:class:`TreeExample`: nodes, parents, positions) for tree-structured models.
+    the tree (:class:`TreeExample`: nodes, parents, positions) for tree-structured models; with ``structure: true``
+    batches also carry ``parents`` [B, N] (pre-order, -1 for the root) and ``positions`` [B, N] (each node's step in
+    ``inputs``), both ``STRUCTURE_PAD`` past a tree's nodes (so a node is real where ``positions >= 0``).
     """
 
     SYMBOLS = ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "+", "-", "*", "(", ")")
     OPERATORS = ("+", "-", "*")
     NOTATIONS = ("prefix", "infix")
 
-    def __init__(self, max_depth: int = 3, leaf_prob: float = 0.5, notation: str = "prefix", **kwargs):
+    def __init__(
+        self, max_depth: int = 3, leaf_prob: float = 0.5, notation: str = "prefix", structure: bool = False, **kwargs
+    ):
         super().__init__(**kwargs)
+        self.structure = bool(structure)
         require_positive(max_depth=max_depth)
         if not 0.0 <= leaf_prob <= 1.0:
             raise ConfigError("leaf_prob", f"must be in [0, 1], got {leaf_prob!r}")
@@ -390,6 +446,9 @@ class TreesDataModule(GeneratedDataModule):
         self.input_size = len(self.SYMBOLS)
         self.output_size = 10
         self.task = TaskSpec(kind="classification", per_step=False, metric="acc")
+
+    def batch_structure(self):
+        return tree_structure if self.structure else None
 
     def sample(self, rng: random.Random):
         nodes: list[str] = []
@@ -434,6 +493,21 @@ class TreesDataModule(GeneratedDataModule):
             f"{super().describe()}; {self.notation} notation, max_depth {self.max_depth}; "
             f"train labels {dict(sorted(labels.items()))}"
         )
+
+
+def story_structure(examples: list[QAExample]) -> dict[str, torch.Tensor]:
+    """``story`` [B, S, L] and ``query`` [B, L_q] word ids of a batch, padded with ``STRUCTURE_PAD``."""
+    longest = max(len(sentence) for example in examples for sentence in example.story)
+    stories = [pad_structure(example.story, (longest,)) for example in examples]  # [S_b, L] each
+    return {"story": pad_structure(stories), "query": pad_structure([example.query for example in examples])}
+
+
+def tree_structure(examples: list[TreeExample]) -> dict[str, torch.Tensor]:
+    """``parents`` and ``positions`` [B, N] of a batch of trees, padded with ``STRUCTURE_PAD``."""
+    return {
+        "parents": pad_structure([example.parents for example in examples]),
+        "positions": pad_structure([example.positions for example in examples]),
+    }
 
 
 def evaluate_prefix(nodes: list[str], index: int) -> tuple[int, int]:

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from rnnlab.data.base import SequenceDataModule, SequenceDataset, TaskSpec
+from rnnlab.data.base import IGNORE_INDEX, SequenceDataModule, SequenceDataset, TaskSpec
 from rnnlab.errors import ConfigError, require_positive
 
 
@@ -71,31 +71,73 @@ class AddingDataModule(SyntheticDataModule):
 class CopyDataModule(SyntheticDataModule):
     """The copy memory task (Hochreiter & Schmidhuber 1997; Arjovsky et al. 2016 form).
 
-    Symbols: 0 blank, 1-8 data, 9 delimiter. The input is 10 data symbols, then ``delay - 1`` blanks, the
-    delimiter, and 10 blanks (length T = delay + 20); the target is blank for delay + 10 steps and then the 10 data
-    symbols. A memoryless model that predicts blank and then uniform guesses scores the cross-entropy
-    10 ln 8 / (delay + 20), the baseline. Batches: inputs [B, T, 10] one-hot, targets [B, T] classes 0-8.
+    Symbols: 0 blank, 1-8 data, 9 delimiter. The input is n = ``length`` (default 10) data symbols, then
+    ``delay - 1`` blanks, the delimiter, and n blanks (length T = delay + 2n); the target is blank for delay + n
+    steps and then the n data symbols. A memoryless model that predicts blank and then uniform guesses scores the
+    cross-entropy n ln 8 / (delay + 2n), the baseline. ``answer_only``: only the last n steps have targets (the
+    others hold IGNORE_INDEX), so loss and accuracy score the copied symbols alone (baseline ln 8), and an
+    encoder-decoder (``task=seq2seq``) emits just those n symbols. Batches: inputs [B, T, 10] one-hot, targets
+    [B, T] classes 0-8.
     """
 
     SYMBOLS = 8
     COPY_LENGTH = 10
 
-    def __init__(self, delay: int = 20, **kwargs):
+    def __init__(self, delay: int = 20, length: int = COPY_LENGTH, answer_only: bool = False, **kwargs):
         super().__init__(**kwargs)
-        require_positive(delay=delay)
+        require_positive(delay=delay, length=length)
         self.delay = delay
+        self.length = length
+        self.answer_only = answer_only
         self.input_size = self.SYMBOLS + 2
         self.output_size = self.SYMBOLS + 1
-        baseline = self.COPY_LENGTH * math.log(self.SYMBOLS) / (delay + 2 * self.COPY_LENGTH)
+        baseline = math.log(self.SYMBOLS) * (1.0 if answer_only else length / (delay + 2 * length))
         self.task = TaskSpec(kind="classification", per_step=True, metric="acc", baseline=baseline)
 
     def generate(self, count: int, generator: torch.Generator) -> SequenceDataset:
-        n, steps = self.COPY_LENGTH, self.delay + 2 * self.COPY_LENGTH
+        n, steps = self.length, self.delay + 2 * self.length
         data = torch.randint(1, self.SYMBOLS + 1, (count, n), generator=generator)
         symbols = torch.zeros(count, steps, dtype=torch.long)
         symbols[:, :n] = data
         symbols[:, self.delay + n - 1] = self.SYMBOLS + 1
-        targets = torch.zeros(count, steps, dtype=torch.long)
+        targets = torch.full((count, steps), IGNORE_INDEX if self.answer_only else 0, dtype=torch.long)
         targets[:, -n:] = data
         inputs = torch.nn.functional.one_hot(symbols, self.input_size).float()
+        return SequenceDataset(inputs, targets)
+
+
+class ReversalDataModule(SyntheticDataModule):
+    """Sequence reversal, the toy task of encoder-decoder and attention models (e.g. Sutskever et al. 2014 reverse
+    the source to shorten dependencies; reversing needs the whole input before the first output).
+
+    Symbols: 0 blank, 1..``symbols`` data, ``symbols`` + 1 delimiter. The input is n data symbols drawn uniformly,
+    the delimiter, and n blanks (T = 2n + 1); n = ``length``, or drawn uniformly from [``min_length``, ``length``]
+    per sequence. The last n steps' targets are the data symbols in reverse order, as classes 0..symbols-1 (symbol s
+    is class s - 1); the first n + 1 steps hold IGNORE_INDEX (no target), so loss and accuracy score the answer only,
+    and an encoder-decoder (``task=seq2seq``) emits exactly the n reversed symbols. Chance: cross-entropy
+    ln(symbols) per answer step (the baseline), token accuracy 1/symbols, whole-sequence accuracy symbols^-n.
+    Batches: inputs [B, T, symbols + 2] one-hot, targets [B, T].
+    """
+
+    def __init__(self, length: int = 5, min_length: int | None = None, symbols: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        require_positive(length=length, symbols=symbols)
+        min_length = length if min_length is None else min_length
+        if isinstance(min_length, bool) or not isinstance(min_length, int) or not 1 <= min_length <= length:
+            raise ConfigError("min_length", f"must be an integer in [1, length={length}], got {min_length!r}")
+        self.length = length
+        self.min_length = min_length
+        self.symbols = symbols
+        self.input_size = symbols + 2
+        self.output_size = symbols
+        self.task = TaskSpec(kind="classification", per_step=True, metric="acc", baseline=math.log(symbols))
+
+    def generate(self, count: int, generator: torch.Generator) -> SequenceDataset:
+        lengths = torch.randint(self.min_length, self.length + 1, (count,), generator=generator).tolist()
+        data = torch.randint(1, self.symbols + 1, (count, self.length), generator=generator)
+        inputs, targets = [], []
+        for row, n in zip(data, lengths):
+            symbols = torch.cat([row[:n], torch.tensor([self.symbols + 1]), torch.zeros(n, dtype=torch.long)])
+            inputs.append(torch.nn.functional.one_hot(symbols, self.input_size).float())
+            targets.append(torch.cat([torch.full((n + 1,), IGNORE_INDEX), row[:n].flip(0) - 1]))
         return SequenceDataset(inputs, targets)

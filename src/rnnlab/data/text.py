@@ -143,6 +143,13 @@ class LanguageModelDataModule(SequenceDataModule):
         self.max_train_tokens = max_train_tokens
         self.vocabulary: list[str] = []
         self.token_counts: dict[str, int] = {}
+        self.train_unigram_counts: torch.Tensor | None = None
+
+    def unigram_counts(self) -> torch.Tensor:
+        """How often each token id occurs in the training split (after ``max_train_tokens``): long [V]."""
+        if self.train_unigram_counts is None:
+            self.setup()
+        return self.train_unigram_counts
 
     def source_files(self) -> list[Path]:
         """The corpus files ``tokenize`` reads."""
@@ -169,6 +176,7 @@ class LanguageModelDataModule(SequenceDataModule):
         self.vocabulary = vocabulary
         self.input_size = self.output_size = len(vocabulary)
         self.token_counts = {name: len(split) for name, split in ids.items()}
+        self.train_unigram_counts = torch.bincount(ids["train"], minlength=len(vocabulary))
         self.task = TaskSpec(
             kind="classification",
             per_step=True,

@@ -11,9 +11,14 @@ forward(x, lengths=None, state=None) -> (outputs, state)
 A family is a :class:`RecurrentNetwork` subclass that builds one :class:`RecurrentCell` per layer and direction
 (``make_cell``). Families that torch implements as a fused kernel (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``) subclass
 :class:`FusedRecurrentNetwork` instead, which runs the kernel and offers the hand-written cell on the same weights.
+
+A :class:`RecurrenceHook` (``network.set_hook``) is the one way in from outside a family: the regularizers of
+``rnnlab.training.regularizers`` use it to reach layer inputs, steps, per-layer outputs and the readout's input.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 from torch import nn
@@ -48,14 +53,55 @@ def batch_column(keep: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return keep.view(-1, *[1] * (like.dim() - 1))
 
 
+class RecurrenceHook:
+    """Changes what a :class:`RecurrentNetwork` computes, from outside its family; every method here is the identity.
+
+    Installed with ``network.set_hook(hook)``. While ``active(network)`` is true, the network runs its hand-written
+    cells (never a fused kernel) and ``run_layers`` calls, in order:
+
+      begin(network, x, lengths)                       once per forward, x [B, T, input_size]
+      layer_input(x, layer) -> x                       [B, T, F]: what layer ``layer`` reads (all its directions)
+      step(cell, index, step, projected, state, t)     only when ``per_step``: one step of cell ``index`` (its
+                                                       position in ``direction_cells()``); returns the new state,
+                                                       by default ``step(projected, state, t)``; cells then loop
+                                                       over time in Python (RecurrentCell.run)
+      cell_output(outputs, index, mask)                outputs [B, T, H] of cell ``index`` in its reading order
+                                                       (a backward cell's are time-reversed), mask [B, T] valid steps
+      readout_input(hidden) -> hidden                  [B, T, F]: what the readout (or a family's output layers) reads
+    """
+
+    per_step = False
+
+    def active(self, network: "RecurrentNetwork") -> bool:
+        return True
+
+    def begin(self, network: "RecurrentNetwork", x: torch.Tensor, lengths: torch.Tensor | None) -> None:
+        pass
+
+    def layer_input(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        return x
+
+    def step(self, cell: "RecurrentCell", index: int, step, projected: torch.Tensor, state: "State", t: int) -> "State":
+        return step(projected, state, t)
+
+    def cell_output(self, outputs: torch.Tensor, index: int, mask: torch.Tensor) -> None:
+        pass
+
+    def readout_input(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden
+
+
 class RecurrentCell(nn.Module):
     """One direction of one layer: ``project`` the inputs of all steps at once, then ``step`` through time.
 
     ``step`` returns the new state tuple; ``output(state)`` is what the layer emits at that step (default
-    ``state[0]``, of size ``output_size``, default ``hidden_size``).
+    ``state[0]``, of size ``output_size``, default ``hidden_size``). ``step_hook`` (set by the network for the
+    duration of one ``run`` while a per-step :class:`RecurrenceHook` is active) wraps every call of ``step``; a
+    subclass that overrides ``run`` must step through ``RecurrentCell.run`` whenever it is set.
     """
 
     hidden_size: int
+    step_hook = None  # (step, projected, state, t) -> state
 
     @property
     def output_size(self) -> int:
@@ -81,14 +127,15 @@ class RecurrentCell(nn.Module):
         would make autograd scatter each step's gradient into a full [B, T, ...] buffer, O(T^2) in backward.
         """
         projected = self.project(x).unbind(1)
+        step = self.step if self.step_hook is None else partial(self.step_hook, self.step)
         outputs = []
         if mask is None or bool(mask.all()):
             for t, projected_t in enumerate(projected):
-                state = self.step(projected_t, state, t)
+                state = step(projected_t, state, t)
                 outputs.append(self.output(state))
             return torch.stack(outputs, dim=1), state
         for t, (projected_t, keep) in enumerate(zip(projected, mask.unbind(1))):
-            new_state = self.step(projected_t, state, t)
+            new_state = step(projected_t, state, t)
             state = tuple(torch.where(batch_column(keep, new), new, old) for new, old in zip(new_state, state))
             output = self.output(state)
             outputs.append(torch.where(batch_column(keep, output), output, 0.0))
@@ -131,10 +178,18 @@ class RecurrentNetwork(nn.Module):
             self.cells.extend(layer_cells)
             layer_input = sum(cell.output_size for cell in layer_cells)
         self.readout = nn.Linear(layer_input, output_size)
+        self.hook: RecurrenceHook | None = None
 
     def make_cell(self, input_size: int, layer: int, direction: int) -> RecurrentCell:
         """The cell of one layer and direction (0 forward, 1 backward) reading ``input_size`` features."""
         raise NotImplementedError
+
+    def set_hook(self, hook: RecurrenceHook | None) -> None:
+        """Install ``hook`` (see :class:`RecurrenceHook`; None removes it)."""
+        self.hook = hook
+
+    def active_hook(self) -> RecurrenceHook | None:
+        return self.hook if self.hook is not None and self.hook.active(self) else None
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
         hidden, state = self.run_layers(x, lengths, state)
@@ -155,20 +210,34 @@ class RecurrentNetwork(nn.Module):
             initial = [tuple(c[i] for c in components) for i in range(len(cells))]
         final = []
         layer_input = x
+        hook = self.active_hook()
+        if hook is not None:
+            hook.begin(self, x, lengths)
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0:
                 layer_input = nn.functional.dropout(layer_input, self.dropout, self.training)
+            if hook is not None:
+                layer_input = hook.layer_input(layer_input, layer)
             directions = []
             for direction in range(self.num_directions):
                 index = layer * self.num_directions + direction
                 seq = reverse_padded(layer_input, lengths) if direction else layer_input
-                out, last = cells[index].run(seq, mask, initial[index])
+                cell = cells[index]
+                cell.step_hook = partial(hook.step, cell, index) if hook is not None and hook.per_step else None
+                try:
+                    out, last = cell.run(seq, mask, initial[index])
+                finally:
+                    cell.step_hook = None
+                if hook is not None:
+                    hook.cell_output(out, index, mask)
                 directions.append(reverse_padded(out, lengths) if direction else out)
                 final.append(last)
             output = torch.cat(directions, dim=-1)
             if self.residual and layer > 0 and output.shape == layer_input.shape:
                 output = output + layer_input
             layer_input = output
+        if hook is not None:
+            layer_input = hook.readout_input(layer_input)
         stacked = tuple(torch.stack(component) for component in zip(*final))
         return layer_input, stacked if len(stacked) > 1 else stacked[0]
 
@@ -205,11 +274,12 @@ class _SequenceKernelCell(_TorchWeightsCell):
 
     The kernel runs every step, padding included: padding is at the end, so steps past a sequence's length never
     reach its valid steps; the state after its last valid step is picked out and padded outputs are zeroed. Under
-    autocast (mixed precision) the step loop runs instead, as the kernel computes in one dtype.
+    autocast (mixed precision), or with a ``step_hook``, the step loop runs instead, as the kernel computes in one
+    dtype and never calls ``step``.
     """
 
     def run(self, x, mask, state):
-        if torch.is_autocast_enabled(x.device.type):
+        if torch.is_autocast_enabled(x.device.type) or self.step_hook is not None:
             return super().run(x, mask, state)
         projected = self.project(x.transpose(0, 1))  # time-major [T, B, ...]: each step's slice is contiguous
         states = self.network.cell_sequence(projected, state, self.weight("weight_hh"), self.weight("bias_hh"))
@@ -226,7 +296,8 @@ class FusedRecurrentNetwork(RecurrentNetwork):
     """A family torch implements as a fused kernel (``fused_class``), plus the same math as a hand-written cell.
 
     ``implementation``: ``fused`` runs the kernel, ``cell`` the hand-written loop on the same parameters, ``auto``
-    the kernel whenever the settings allow it. Subclasses implement ``cell_step``.
+    the kernel whenever the settings allow it and no :class:`RecurrenceHook` is active (the kernel cannot host one).
+    Subclasses implement ``cell_step``.
     """
 
     fused_class: type[nn.RNNBase]
@@ -258,6 +329,7 @@ class FusedRecurrentNetwork(RecurrentNetwork):
             batch_first=True,
             **fused_kwargs,
         )
+        self.implementation = implementation
         self.use_fused = self.resolve_implementation(implementation)
 
     def make_cell(self, input_size: int, layer: int, direction: int) -> RecurrentCell:
@@ -277,7 +349,7 @@ class FusedRecurrentNetwork(RecurrentNetwork):
         raise NotImplementedError
 
     def run_layers(self, x, lengths, state):
-        if not self.use_fused:
+        if not self.use_fused or self.active_hook() is not None:
             return super().run_layers(x, lengths, state)
         if lengths is None:
             return self.rnn(x, state)

@@ -13,8 +13,8 @@ Schemes, for every model of the zoo:
 ``forget_bias`` (Gers et al. 2000; Jozefowicz et al. 2015 use 1.0) sets the forget-gate bias of every LSTM weight
 set (``nn.LSTM`` / ``nn.LSTMCell`` layout, gates i, f, g, o): b_if = forget_bias, b_hf = 0.
 
-A recurrent matrix is a weight named ``weight_hh*`` (torch's kernels) or held by a module called ``recurrent``
-(the hand-written cells). Matrices under a parametrisation (the orthogonal and unitary families keep theirs on a
+A recurrent matrix is a 2-D weight named ``weight_hh*`` (torch's kernels) or held by a module called ``recurrent``
+(the hand-written cells); convolution kernels count as other weights. Matrices under a parametrisation (the orthogonal and unitary families keep theirs on a
 manifold) are never touched; ``orthogonal`` and ``identity`` refuse a model that has no recurrent matrix left.
 """
 
@@ -50,14 +50,14 @@ def initialize(model: nn.Module, init: str = "default", init_std: float = 0.01, 
         matrices = [
             (name, p) for name, p in model.named_parameters() if p.dim() >= 2 and "parametrizations" not in name
         ]
-        recurrent = [p for name, p in matrices if is_recurrent(name)]
+        recurrent = [p for name, p in matrices if is_recurrent(name) and p.dim() == 2]
         if init in ("orthogonal", "identity") and not recurrent:
             raise ConfigError(
                 "init", f"'{init}' sets recurrent matrices, and {type(model).__name__} has none it may change "
                 "(its recurrence is parametrised, diagonal or absent); use default, gaussian or xavier"
             )
         for name, weight in matrices:
-            if is_recurrent(name):
+            if is_recurrent(name) and weight.dim() == 2:
                 for block in square_blocks(weight):
                     {
                         "gaussian": lambda b: b.normal_(0.0, init_std),

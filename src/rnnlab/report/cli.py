@@ -1,56 +1,101 @@
-"""``rnnlab-report DIR [DIR ...]``: one table row per run record found under the given directories."""
+"""``rnnlab-report DIR... [--out OUTDIR]``: compare the runs of sweeps under identical conditions.
+
+One table per study (runs sharing an experiment ``name``), one row per arm (the swept settings, less the seed) with
+mean ± std over seeds, costs, every metric, and Welch's t-test against a baseline arm; the survey's Tables II-IV with
+measured columns and verdicts on its claims. Without --out the tables go to the console; with it, report.html (one
+self-contained page), report.md and CSV files are written there. Exit 2 on bad input, including runs whose non-swept
+settings differ (unless --allow-mixed).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Table as RichTable
 
-from rnnlab.record import read_records
+from rnnlab.report.build import Report, build_report
+from rnnlab.report.collect import MixedConditionsError, load_records, wandb_records
+from rnnlab.report.render import counts, write_report
+from rnnlab.report.tables import Table, arm_table
 
-HEADLINE_METRICS = ("test/loss", "test/mse", "test/acc", "test/bpc", "test/ppl", "test/ler", "test/nll", "val/loss")
+EXIT_BAD_INPUT = 2
 
 
-def records_table(records: list[dict]) -> Table:
-    metrics = [m for m in HEADLINE_METRICS if any(m in r.get("metrics", {}) for r in records)]
-    table = Table("run", "status", "model", "data", "optimizer", "seed", "params", "steps", *metrics, "step ms", "error")
-    for record in records:
-        values = [record.get("metrics", {}).get(m) for m in metrics]
-        table.add_row(
-            record["run_dir"],
-            record.get("status", "?"),
-            str(record.get("model")),
-            str(record.get("data")),
-            str(record.get("optimizer")),
-            str(record.get("seed")),
-            f"{record['params']:,}" if record.get("params") else "-",
-            str(record.get("steps", "-")),
-            *("-" if v is None else f"{v:.4g}" for v in values),
-            str((record.get("timing") or {}).get("step_ms") or "-"),
-            record.get("error") or "",
-        )
-    return table
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rnnlab-report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dirs", nargs="*", type=Path, help="sweep (multirun) or run directories holding summary.json")
+    p.add_argument("--out", type=Path, help="write report.html, report.md and CSV files into this directory")
+    p.add_argument("--baseline", help="arm the others are tested against: 'model=lstm' or 'lstm' (all else equal)")
+    p.add_argument("--study", help="report only this study (experiment name)")
+    p.add_argument("--allow-mixed", action="store_true", help="put runs whose non-swept settings differ in one table")
+    p.add_argument("--metric", help="primary metric (default: the first of test/mse, test/acc, test/bpc, ...)")
+    p.add_argument("--solved-fraction", type=float, default=0.1,
+                   help="a length counts as solved when test/loss < this fraction of the task's baseline (0.1)")
+    p.add_argument("--tolerance", type=float, default=0.5,
+                   help="a complexity claim holds when the fitted exponent is within this of the claimed one (0.5)")
+    p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read runs from this W&B project (needs a login)")
+    p.add_argument("--group", help="the W&B group (the sweep's name) to read with --wandb")
+    return p
+
+
+def fail(message: str) -> int:
+    sys.stderr.write(f"rnnlab-report: error: {message}\n")
+    return EXIT_BAD_INPUT
+
+
+def rich_table(table: Table, title: str) -> RichTable:
+    out = RichTable(*table.headers, title=title, caption=table.caption)
+    for row in table.rows:
+        out.add_row(*row)
+    return out
+
+
+def show(report: Report, console: Console) -> None:
+    for study in report.studies:
+        console.print(rich_table(arm_table(study.table), f"study {study.study.name}"))
+    problems = [r for r in report.records if r.get("status") != "completed"]
+    for record in problems:
+        console.print(f"{record.get('status')}: {record['run_dir']}: {record.get('error') or ''}", markup=False,
+                      highlight=False)
+    verdicts = [j for j in report.judgements if j.verdict != "not measured"]
+    for judgement in verdicts:
+        console.print(f"[{judgement.verdict}] {judgement.claim.text} ({judgement.study})", markup=False,
+                      highlight=False)
+    console.print(counts(report.records), markup=False, highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rnnlab-report", description=__doc__)
-    parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories to search for summary.json")
-    args = parser.parse_args(argv)
-    records = []
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="rnnlab-report: %(message)s")
+    if not args.dirs and not args.wandb:
+        return fail("give run or sweep directories, or --wandb ENTITY/PROJECT")
     for directory in args.dirs:
         if not directory.is_dir():
-            print(f"rnnlab-report: error: {directory} is not a directory", file=sys.stderr)
-            return 2
-        records += read_records(directory)
+            return fail(f"{directory} is not a directory")
+    records = load_records(args.dirs)
+    sources = [str(d) for d in args.dirs]
+    if args.wandb:
+        records += wandb_records(args.wandb, args.group)
+        sources.append(f"wandb:{args.wandb}" + (f" group {args.group}" if args.group else ""))
     if not records:
-        print(f"rnnlab-report: no summary.json under {', '.join(map(str, args.dirs))}", file=sys.stderr)
+        sys.stderr.write(f"rnnlab-report: no run records (summary.json) in {', '.join(sources)}\n")
         return 1
-    Console(width=200).print(records_table(records))
-    counts = {s: sum(r.get("status") == s for r in records) for s in ("completed", "diverged", "failed")}
-    print(", ".join(f"{n} {status}" for status, n in counts.items()))
+    try:
+        report = build_report(records, sources, baseline=args.baseline, study=args.study,
+                              allow_mixed=args.allow_mixed, metric=args.metric, solved_fraction=args.solved_fraction,
+                              tolerance=args.tolerance, figures=args.out is not None)
+    except (MixedConditionsError, ValueError) as error:
+        return fail(str(error))
+    console = Console(width=220)
+    show(report, console)
+    if args.out is not None:
+        paths = write_report(report, args.out)
+        console.print(f"report: {paths['report.html']}", markup=False, highlight=False)
     return 0
 
 

@@ -8,16 +8,21 @@ the same code path for every model.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Mapping
 
 import pytorch_lightning as pl
 import torch
 import torchmetrics
 from torch import nn
 
-from rnnlab.data.base import IGNORE_INDEX, TaskSpec
+from rnnlab.data.base import IGNORE_INDEX, TaskSpec, epoch_seed
 from rnnlab.errors import ConfigError, require_choice, require_positive
 from rnnlab.models.base import valid_step_mask
+from rnnlab.training.regularizers import Regularization
+from rnnlab.models.structured import batch_structure_kwargs
+from rnnlab.training.rules import make_rule
+from rnnlab.training.optimizers import check_prediction_optimizer, prediction_optimizer_step
+from rnnlab.tasks.heads import task_head
 
 POOLINGS = ("last", "mean")
 STAGES = ("train", "val", "test")
@@ -47,11 +52,19 @@ class SequenceTask(pl.LightningModule):
         CTC loss against the batch's label sequences (``targets`` [B, S], ``target_lengths`` [B]);
       * multilabel (``kind=multilabel``, per step): an independent Bernoulli per output (logits, BCE), its NLL
         summed over outputs and averaged over valid steps (Boulanger-Lewandowski et al. 2012).
+    Per-step classification over a large vocabulary may use a factorised output layer (``head``: class_softmax,
+    hierarchical_softmax, nce, sampled; ``rnnlab.tasks.heads``, built with ``head_options`` and the training split's
+    ``unigram_counts``): the model then outputs features, the head's loss trains, and val/test score the head's
+    exact log-probabilities (train/acc is not logged; train/ppl only for heads whose loss is the exact NLL).
 
     Logged: ``<stage>/loss`` averaged over targets (steps or sequences), and the task's metric ``<stage>/acc``,
     ``<stage>/mse``, ``<stage>/bpc`` or ``<stage>/ppl`` (exp of the epoch's token-averaged loss), ``<stage>/ler``
     (label error rate of greedy CTC decoding over the epoch) or ``<stage>/nll`` (the multilabel loss). A non-finite
     training loss stops training and sets ``diverged``.
+
+    ``regularizers`` (name -> ``rnnlab.training.regularizers.Regularizer``, the ``regularizer`` config group) are
+    attached to the model at construction; their penalties are added to the training loss and logged as
+    ``train/penalty`` (``train/loss`` stays the data loss, comparable across runs).
 
     Token inputs (``spec.input_vocab``): ids [B, T] pass through ``nn.Embedding(input_vocab, embedding_dim)`` before
     the model, whose ``input_size`` must then be ``embedding_dim``. Stateful data (``spec.stateful``, Zaremba et al.
@@ -67,6 +80,11 @@ class SequenceTask(pl.LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         pooling: str = "last",
         embedding_dim: int = 128,
+        regularizers: Mapping | None = None,
+        training: Mapping | None = None,
+        head: str = "full",
+        head_options: Mapping | None = None,
+        unigram_counts: torch.Tensor | None = None,
     ):
         super().__init__()
         require_choice("pooling", pooling, POOLINGS)
@@ -88,10 +106,24 @@ class SequenceTask(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.pooling = pooling
         self.diverged_at_step: int | None = None
+        # name -> rnnlab.training.regularizers.Regularizer: attached to the model now, penalties added in training_step
+        self.regularization = Regularization(model, regularizers)
+        # learning rule (rnnlab.training.rules): None is BPTT by automatic optimization; others update per window
+        self.rule = make_rule(training, self)
+        # optimizers that read the model's predictions, not a gradient (optimizer=hessian_free, ekf, dekf, cmaes,
+        # genetic; rnnlab.training.optimizers): manual optimization, one optimizer.step(closure) per batch
+        self.prediction_optimizer = check_prediction_optimizer(optimizer, spec, scheduler, self.rule)
+        if self.prediction_optimizer:
+            self.automatic_optimization = False
+        # output layer over a large vocabulary (rnnlab.tasks.heads): None is the model's own readout (head=full)
+        self.output_head = task_head(head, head_options, model, spec, unigram_counts, self.prediction_optimizer)
+        self.run_seed = torch.initial_seed()  # the run's seed: rnnlab.train seeds everything before building this
         if spec.kind == "classification":
             self.accuracy = StageDict(
                 lambda: torchmetrics.Accuracy(
-                    task="multiclass", num_classes=model.output_size, ignore_index=IGNORE_INDEX
+                    task="multiclass",
+                    num_classes=getattr(self.output_head, "vocab_size", model.output_size),
+                    ignore_index=IGNORE_INDEX,
                 )
             )
 
@@ -126,6 +158,8 @@ class SequenceTask(pl.LightningModule):
         if self.spec.kind == "multilabel":
             return multilabel_nll_and_count(predictions, targets, lengths)
         if self.spec.kind == "classification":
+            if self.output_head is not None and self.training:  # the head's training loss on features
+                return self.output_head.loss_and_count(predictions, targets)
             logits = predictions.reshape(-1, predictions.shape[-1])
             flat = targets.reshape(-1)
             count = int((flat != IGNORE_INDEX).sum())
@@ -140,9 +174,15 @@ class SequenceTask(pl.LightningModule):
             return squared.sum() / count, count
         return nn.functional.mse_loss(predictions, targets), targets.shape[0]
 
-    def shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        outputs = self.run_model(batch, stage)
+    def shared_step(
+        self, batch: dict[str, torch.Tensor], stage: str, outputs: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Loss and logged metrics of a batch; ``outputs`` given (by a learning rule) skips running the model."""
+        outputs = self.run_model(batch, stage) if outputs is None else outputs
         predictions = self.head(outputs, batch["lengths"])
+        head_training = self.output_head is not None and self.training  # predictions are features, not logits
+        if self.output_head is not None and not self.training:
+            predictions = self.output_head.log_probs(predictions)  # exact log P(w|h) [B, T, V], used as logits
         targets, target_mask = batch["targets"], batch.get("target_mask")
         if target_mask is not None and self.spec.kind == "classification":
             targets = targets.masked_fill(~target_mask, IGNORE_INDEX)
@@ -155,12 +195,12 @@ class SequenceTask(pl.LightningModule):
             self.log(f"{stage}/mse", loss, **log)
         elif self.spec.metric == "bpc":
             self.log(f"{stage}/bpc", loss / math.log(2), **log)
-        elif self.spec.metric == "ppl":
+        elif self.spec.metric == "ppl" and not (head_training and not self.output_head.exact_loss):
             self.perplexity[stage].update(loss.detach(), weight=count)
             self.log(f"{stage}/ppl", self.perplexity[stage], on_step=False, on_epoch=True)
         elif self.spec.metric == "nll":
             self.log(f"{stage}/nll", loss, **log)
-        if self.spec.kind == "classification":
+        if self.spec.kind == "classification" and not head_training:
             accuracy = self.accuracy[stage]
             accuracy(predictions.reshape(-1, predictions.shape[-1]), targets.reshape(-1))
             self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage != "train")
@@ -171,16 +211,23 @@ class SequenceTask(pl.LightningModule):
         return loss
 
     def run_model(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        """The model's outputs [B, T, C] for a batch: token ids embedded, stateful data continuing ``stage``'s state."""
+        """The model's outputs [B, T, C] for a batch: token ids embedded, stateful data continuing ``stage``'s state.
+
+        A model that reads batch structure (trees, stories) names the batch keys in ``batch_keys``; they are passed
+        to its forward() as keyword arguments.
+        """
         inputs = batch["inputs"] if self.embedding is None else self.embedding(batch["inputs"])
         state = self.carried_state.get(stage) if self.spec.stateful else None
-        outputs, state = self.model(inputs, batch["lengths"], state=state)
+        structure = batch_structure_kwargs(self.model, batch)
+        outputs, state = self.model(inputs, batch["lengths"], state=state, **structure)
         if self.spec.stateful:
             self.carried_state[stage] = detach_state(state)
         return outputs
 
     def on_train_epoch_start(self):
         self.carried_state.pop("train", None)
+        # epoch e's randomness (dropout, sampling) comes from (seed, e) alone: a run resumed at epoch e repeats it
+        pl.seed_everything(epoch_seed(self.run_seed, self.current_epoch), verbose=False)
 
     def on_validation_epoch_start(self):
         self.carried_state.pop("val", None)
@@ -188,8 +235,24 @@ class SequenceTask(pl.LightningModule):
     def on_test_epoch_start(self):
         self.carried_state.pop("test", None)
 
+    def on_fit_start(self):
+        if self.rule is not None:
+            self.rule.on_fit_start(self)  # manual optimization from here on
+
+    def on_train_epoch_end(self):
+        if self.rule is not None:
+            self.rule.on_train_epoch_end(self)  # epoch schedulers, as the automatic loop steps them
+
     def training_step(self, batch, batch_idx):
+        if self.prediction_optimizer:
+            return prediction_optimizer_step(self, batch)
+        if self.rule is not None:
+            return self.rule.training_step(self, batch)
         loss = self.shared_step(batch, "train")
+        penalty = self.regularization.penalty(self)  # survey eqs. 54-55, 57; train/loss stays the data loss
+        if penalty is not None:
+            self.log("train/penalty", penalty, on_step=True, on_epoch=True, batch_size=batch["lengths"].shape[0])
+            loss = loss + penalty
         if not torch.isfinite(loss):
             self.diverged_at_step = self.global_step
             self.trainer.should_stop = True

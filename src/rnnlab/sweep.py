@@ -1,0 +1,130 @@
+"""``rnnlab-sweep STUDY --scale smoke|laptop|full``: run one study of ``sweeps/`` and build its report.
+
+A study file (``sweeps/<study>.yaml``) fixes what every arm shares and names what is swept (GUIDE.md section 4):
+
+    description: one line
+    baseline: model=lstm              # the arm the report tests the others against (optional)
+    groups:                           # one Hydra multirun each; a group's runs form one table of the report
+      <group>:
+        fixed: [data=adding, optimizer=adam, ...]      # overrides every arm of the group shares
+        swept: {model: [elman, lstm], seed: [0, 1, 2]}  # the factors under study (and the seeds)
+        arms: {stacked: [model=lstm, model.num_layers=2], ...}  # optional: arms that differ in several overrides,
+                                                              # one multirun each (swept keys still apply)
+    scales:                           # the budget knob
+      smoke:  {fixed: [...], swept: {seed: [0]}, groups: {<group>: {fixed: [...], swept: {...}}}}
+      laptop: {...}
+      full:   {...}
+
+A scale's ``fixed`` overrides are appended to every group's (later wins) and its ``swept`` lists replace (or add
+to) the group's; ``groups`` adjusts single groups the same way. Each group runs as
+
+    rnnlab-train -m name=<study>-<group> hydra.sweep.dir=<log_dir>/sweeps/<study>/<scale>/<group>[/<arm>] \
+        <fixed> [<arm overrides>] k=v1,v2 ...
+
+in a fixed directory, so running the same command again skips completed jobs and resumes interrupted ones
+(``resume: true``). Then ``rnnlab-report`` writes ``<log_dir>/sweeps/<study>/<scale>/report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from rnnlab.config_check import CONF_DIR
+
+log = logging.getLogger(__name__)
+
+SWEEPS_DIR = CONF_DIR.parent / "sweeps"
+SCALES = ("smoke", "laptop", "full")
+
+
+class SweepError(ValueError):
+    """A study file or command line that cannot run; the message names the file and key."""
+
+
+def study_names() -> list[str]:
+    return sorted(path.stem for path in SWEEPS_DIR.glob("*.yaml"))
+
+
+def load_study(study: str) -> dict[str, Any]:
+    path = SWEEPS_DIR / f"{study}.yaml"
+    if not path.is_file():
+        raise SweepError(f"no study '{study}' in {SWEEPS_DIR}; studies: {', '.join(study_names())}")
+    spec = OmegaConf.to_container(OmegaConf.load(path))
+    for key in ("groups", "scales"):
+        if not isinstance(spec.get(key), dict) or not spec[key]:
+            raise SweepError(f"{path}: '{key}' must be a non-empty mapping")
+    unknown = set(spec["scales"]) - set(SCALES)
+    if unknown:
+        raise SweepError(f"{path}: scales {sorted(unknown)} unknown; allowed: {', '.join(SCALES)}")
+    return spec
+
+
+def group_commands(study: str, scale: str, log_dir: Path, extra: list[str] = ()) -> dict[str, list[str]]:
+    """The ``rnnlab-train -m`` argument list of every group of ``study`` at ``scale``, by group name."""
+    spec = load_study(study)
+    if scale not in spec["scales"]:
+        raise SweepError(f"sweeps/{study}.yaml has no scale '{scale}'; it has {', '.join(spec['scales'])}")
+    scaled = spec["scales"][scale] or {}
+    commands = {}
+    for group, body in spec["groups"].items():
+        per_group = (scaled.get("groups") or {}).get(group) or {}
+        fixed = [*body.get("fixed", []), *scaled.get("fixed", []), *per_group.get("fixed", []), *extra]
+        swept = dict(body.get("swept", {}))
+        swept.update(scaled.get("swept", {}))
+        swept.update(per_group.get("swept", {}))
+        arms = {**body.get("arms", {}), **per_group.get("arms", {})} or {None: []}
+        for arm, arm_overrides in arms.items():
+            sweep_dir = log_dir / "sweeps" / study / scale / group
+            commands[group if arm is None else f"{group}/{arm}"] = [
+                "-m", f"name={study}-{group}", f"hydra.sweep.dir={sweep_dir if arm is None else sweep_dir / arm}",
+                *fixed, *arm_overrides, *(f"{key}={','.join(map(str, values))}" for key, values in swept.items()),
+            ]
+    return commands
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rnnlab-sweep", description=__doc__.split("\n\n")[0])
+    p.add_argument("study", help="a file of sweeps/ without .yaml")
+    p.add_argument("--scale", default="smoke", choices=SCALES, help="smoke (CI, minutes), laptop (hours), full (GPUs)")
+    p.add_argument("--log-dir", type=Path, default=Path("logs"), help="where sweeps/<study>/<scale>/ is written")
+    p.add_argument("--dry-run", action="store_true", help="print the rnnlab-train commands, run nothing")
+    p.add_argument("--no-report", action="store_true", help="run the sweeps only")
+    p.add_argument("overrides", nargs="*", help="more overrides for every job, e.g. hydra/launcher=local")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parser().parse_args(argv)
+    try:
+        commands = group_commands(args.study, args.scale, args.log_dir.resolve(), args.overrides)
+    except SweepError as error:
+        print(f"rnnlab-sweep: error: {error}", file=sys.stderr)
+        return 2
+    train = str(Path(sys.executable).parent / "rnnlab-train")
+    for group, command in commands.items():
+        log.info("%s: rnnlab-train %s", group, " ".join(command))
+        if not args.dry_run:
+            done = subprocess.run([train, *command])
+            if done.returncode != 0:  # a failed job is recorded and the sweep goes on; this is bad input or a crash
+                print(f"rnnlab-sweep: error: group '{group}' exited {done.returncode}", file=sys.stderr)
+                return done.returncode
+    if args.dry_run or args.no_report:
+        return 0
+    from rnnlab.report.cli import main as report
+
+    root = args.log_dir.resolve() / "sweeps" / args.study / args.scale
+    spec = load_study(args.study)
+    baseline = ["--baseline", spec["baseline"]] if spec.get("baseline") else []
+    return report([*(str(root / directory) for directory in commands), "--out", str(root / "report"), *baseline])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,372 @@
+"""Learning rules: how the gradient of a sequence's loss is computed and when the weights are updated.
+
+``training.rule`` selects one (conf/training/default.yaml):
+
+* ``bptt`` -- backpropagation through time over the whole batch, one update per batch (Werbos 1990; survey III.A).
+  :class:`rnnlab.tasks.sequence.SequenceTask`'s automatic optimization; no rule object here.
+* ``tbptt`` -- truncated BPTT(k2; k1) (Williams & Peng 1990; survey III): every ``k1`` steps an update of the loss
+  of those k1 steps, backpropagated over the last ``k2`` >= k1 steps. The state carries from chunk to chunk within a
+  batch (across batches too for stateful data), cut from the graph ``k2`` steps back.
+* ``rtrl`` -- real-time recurrent learning (Williams & Zipser 1989): the sensitivities ds_t/dtheta are carried
+  forward (:mod:`rnnlab.training.rtrl`), so each step's loss gradient is known at that step; an update every
+  ``update_every`` steps. O(N^4) time per step and O(N^3) memory for N units; Elman and LSTM only.
+* ``hybrid`` -- Schmidhuber's (1992) O(N^3) algorithm: blocks of ``block`` steps (default N) of BPTT, and the
+  sensitivity at each block's start carried RTRL-style across block boundaries; an update every block.
+
+Every manual rule splits a batch into *windows* (k1, update_every or block steps): the loss of a window is the
+task's loss (``SequenceTask.loss_and_count``) over the targets whose steps lie in it, averaged over those targets, and
+each window is one optimizer update, clipped like the automatic path (``trainer.gradient_clip_val``). With one window
+per sequence (k1 = k2 = T, update_every >= T, block >= T) the update equals BPTT's. Sequence-level targets are scored
+at their last valid step (``task.pooling: last``); ``pooling: mean`` and CTC need the whole sequence and are refused.
+``trainer.global_step`` (and ``max_steps``) counts updates, several per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from typing import Callable, Mapping
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.data.base import IGNORE_INDEX
+from rnnlab.errors import ConfigError, require_choice
+from rnnlab.models.base import valid_step_mask
+from rnnlab.training.rtrl import RecurrentSensitivity
+
+log = logging.getLogger(__name__)
+
+RULES = ("bptt", "tbptt", "rtrl", "hybrid")
+
+# update(objective, loss, count) -> False to stop: ``objective``'s gradient is the window's, ``loss`` its mean
+# loss over ``count`` targets. The Lightning path steps the optimizer; tests and cost measurements pass their own.
+Update = Callable[[torch.Tensor, torch.Tensor, int], bool]
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The ``training`` config group. ``k2: null`` means k2 = k1; ``block: null`` means the model's hidden_size."""
+
+    rule: str = "bptt"
+    k1: int = 10
+    k2: int | None = None
+    update_every: int = 1
+    block: int | None = None
+
+    @classmethod
+    def from_config(cls, config: Mapping | DictConfig | None) -> "TrainingSettings":
+        """Validated settings; ConfigError names the key relative to the group (``rule``, ``k1``)."""
+        if config is None:
+            return cls()
+        values = OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else dict(config)
+        allowed = [field.name for field in fields(cls)]
+        for key in values:
+            if key not in allowed:
+                raise ConfigError(str(key), f"unknown key; allowed: {', '.join(allowed)}")
+        settings = cls(**values)
+        require_choice("rule", settings.rule, RULES)
+        for key in ("k1", "update_every", "k2", "block"):
+            value = getattr(settings, key)
+            if value is None and key in ("k2", "block"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(key, f"must be a positive integer, got {value!r}")
+        if settings.k2 is not None and settings.k2 < settings.k1:
+            raise ConfigError("k2", f"must be >= k1={settings.k1} (reach over the scored steps), got {settings.k2}")
+        return settings
+
+
+def make_rule(training: Mapping | DictConfig | None, task) -> "ManualRule | None":
+    """The rule object for ``task`` (a SequenceTask), or None for ``bptt`` (automatic optimization).
+
+    ConfigError keys are relative to the task group (``training.rule``, ``pooling``), as the task's config holds them.
+    """
+    try:
+        settings = TrainingSettings.from_config(training)
+    except ConfigError as error:
+        raise error.with_prefix("training") from None
+    if settings.rule == "bptt":
+        return None
+    return {"tbptt": TBPTT, "rtrl": RTRL, "hybrid": Hybrid}[settings.rule](settings, task)
+
+
+def window_loss(task, outputs: torch.Tensor, batch: dict, start: int) -> tuple[torch.Tensor, int] | None:
+    """The task's mean loss over the targets of steps [start, start + L), and their count; None when there are none.
+
+    outputs [B, L, C] are the model's outputs of those steps. Per-step targets are sliced like the outputs (with
+    ``target_mask``, as ``SequenceTask.shared_step`` applies it); a sequence-level target counts in the window that
+    holds its sequence's last valid step. Summing ``loss * count`` over windows gives the batch's loss * count.
+    """
+    steps = outputs.shape[1]
+    lengths = batch["lengths"].to(outputs.device)
+    if task.spec.per_step:
+        targets = batch["targets"][:, start : start + steps]
+        mask = batch.get("target_mask")
+        mask = None if mask is None else mask[:, start : start + steps]
+        if mask is not None and task.spec.kind == "classification":
+            targets = targets.masked_fill(~mask, IGNORE_INDEX)
+        loss, count = task.loss_and_count(outputs, targets, (lengths - start).clamp(0, steps), mask)
+    else:
+        last = lengths - 1 - start
+        rows = (last >= 0) & (last < steps)
+        if not bool(rows.any()):
+            return None
+        loss, count = task.loss_and_count(outputs[rows, last[rows]], batch["targets"][rows], lengths[rows])
+    return None if count == 0 else (loss, count)
+
+
+def detached(state):
+    """A model state (tensor or tuple of them, or None) cut from the graph."""
+    if isinstance(state, tuple):
+        return tuple(detached(part) for part in state)
+    return None if state is None else state.detach()
+
+
+class ManualRule:
+    """What every rule other than BPTT shares: the task checks and the Lightning glue (manual optimization).
+
+    Lightning refuses ``Trainer(gradient_clip_val=...)`` with manual optimization, so the task turns automatic
+    optimization off at ``on_fit_start`` (after Lightning's check) and each update clips with the Trainer's settings
+    through ``configure_gradient_clipping``, the hook the automatic path calls. Schedulers are stepped here as the
+    automatic loop would: ``interval: step`` after every update, ``interval: epoch`` at the end of the epoch
+    (ReduceLROnPlateau reading its monitored metric).
+    """
+
+    name: str
+
+    def __init__(self, settings: TrainingSettings, task):
+        self.settings = settings
+        spec = task.spec
+        if spec.kind == "ctc":
+            raise ConfigError("training.rule", f"{self.name} scores windows of steps; CTC needs whole sequences (bptt)")
+        if not spec.per_step and task.pooling != "last":
+            raise ConfigError(
+                "pooling", f"{task.pooling} needs all steps before the loss; training.rule={self.name} needs last"
+            )
+        if getattr(task.model, "batch_keys", ()):
+            model = type(task.model).__name__
+            raise ConfigError("training.rule", f"{self.name} runs plain sequences; {model} reads extra batch keys")
+
+    # ----- the rule: subclasses --------------------------------------------------------------------------------
+    def run(self, task, batch: dict, update: Update) -> torch.Tensor | None:
+        """Train on one batch, calling ``update`` once per window; returns the outputs [B, T, C] as computed along
+        the way (detached), or None when ``update`` asked to stop."""
+        raise NotImplementedError
+
+    # ----- Lightning glue -----------------------------------------------------------------------------------------
+    def on_fit_start(self, task) -> None:
+        trainer = task.trainer
+        if trainer.accumulate_grad_batches != 1:
+            raise ConfigError("trainer.accumulate_grad_batches", f"must be 1 with training.rule={self.name}")
+        if getattr(trainer.precision_plugin, "scaler", None) is not None and trainer.gradient_clip_val:
+            raise ConfigError("trainer.precision", f"fp16 with clipping is not supported by training.rule={self.name}")
+        task.automatic_optimization = False
+
+    def training_step(self, task, batch: dict):
+        optimizer = task.optimizers()
+        trainer = task.trainer
+
+        def update(objective: torch.Tensor, loss: torch.Tensor, count: int) -> bool:
+            if not (torch.isfinite(loss) and torch.isfinite(objective)):
+                task.diverged_at_step = task.global_step
+                trainer.should_stop = True
+                return False  # skip the update; the run ends with status "diverged"
+            optimizer.zero_grad()
+            task.manual_backward(objective)
+            task.configure_gradient_clipping(optimizer, trainer.gradient_clip_val, trainer.gradient_clip_algorithm)
+            optimizer.step()
+            step_schedulers(task, "step")
+            return True
+
+        outputs = self.run(task, batch, update)
+        if outputs is None:
+            return None
+        return task.shared_step(batch, "train", outputs=outputs)  # the same logging as BPTT, on these outputs
+
+    def on_train_epoch_end(self, task) -> None:
+        step_schedulers(task, "epoch")
+
+
+def step_schedulers(task, interval: str) -> None:
+    """Step the schedulers of ``interval`` as Lightning's automatic loop does (frequency, plateau monitor)."""
+    trainer = task.trainer
+    for config in trainer.lr_scheduler_configs:
+        if config.interval != interval:
+            continue
+        index = trainer.global_step if interval == "step" else trainer.current_epoch + 1
+        if index % config.frequency:
+            continue
+        metric = None
+        if config.reduce_on_plateau:
+            metric = trainer.callback_metrics.get(config.monitor)
+            if metric is None:
+                log.warning("scheduler monitors %s, which is not available; learning rate unchanged", config.monitor)
+                continue
+        task.lr_scheduler_step(config.scheduler, metric)
+
+
+class TBPTT(ManualRule):
+    """Truncated BPTT(k2; k1) (Williams & Peng 1990): an update every k1 steps, backpropagated k2 steps back.
+
+    The update at step e scores steps [e - k1, e) and backpropagates to max(0, e - k2): it re-runs the network from
+    the (detached) state at e - k2 with the current weights, so the gradient is exactly that of the truncated graph
+    at those weights. With k2 = k1 each step runs forward once (chunked BPTT); with k2 > k1 about k2 / k1 times.
+    The last window of a batch may be shorter. Any model whose ``forward(x, lengths, state)`` carries ``state``
+    works; sequences that ended before a chunk read one padding step there, which no loss sees.
+    """
+
+    name = "tbptt"
+
+    def __init__(self, settings, task):
+        super().__init__(settings, task)
+        if getattr(task.model, "num_directions", 1) > 1 or getattr(task.model, "bidirectional", False):
+            raise ConfigError("training.rule", "tbptt runs forward in time; a bidirectional model reads the future")
+        self.k1 = settings.k1
+        self.k2 = settings.k2 or settings.k1
+
+    def forward(self, task, batch: dict, start: int, stop: int, state):
+        """The model on steps [start, stop) from ``state``: outputs [B, stop - start, C] and the state at ``stop``."""
+        inputs = batch["inputs"][:, start:stop]
+        if task.embedding is not None:
+            inputs = task.embedding(inputs)  # embedded per chunk: each update's graph is its own
+        lengths = (batch["lengths"] - start).clamp(1, stop - start)
+        return task.model(inputs, lengths, state=state)
+
+    def run(self, task, batch, update):
+        steps = batch["inputs"].shape[1]
+        stateful = task.spec.stateful
+        state = task.carried_state.get("train") if stateful else None  # the state at window start (detached)
+        start, scored_from, collected = 0, 0, []
+        while scored_from < steps:
+            stop = min(scored_from + self.k1, steps)
+            # the next window backpropagates from next_start (in [start, stop]): keep the state there
+            next_start = max(0, min(stop + self.k1, steps) - self.k2) if stop < steps else stop
+            parts, middle = [], state
+            if next_start > start:
+                outputs, middle = self.forward(task, batch, start, next_start, state)
+                parts.append(outputs)
+            final = middle
+            if stop > next_start:
+                outputs, final = self.forward(task, batch, next_start, stop, middle)
+                parts.append(outputs)
+            window = torch.cat(parts, dim=1)[:, scored_from - start :]
+            scored = window_loss(task, window, batch, scored_from)
+            if scored is not None and not update(scored[0], scored[0], scored[1]):
+                return None
+            collected.append(window.detach())
+            state, start, scored_from = detached(middle), next_start, stop
+        if stateful:
+            task.carried_state["train"] = detached(final)
+        return torch.cat(collected, dim=1)
+
+
+class _SensitivityRule(ManualRule):
+    """Shared by RTRL and the hybrid: the model's sensitivities, and their carry across batches of stateful data."""
+
+    def __init__(self, settings, task):
+        super().__init__(settings, task)
+        if task.embedding is not None:
+            raise ConfigError("training.rule", f"{self.name} cannot train embeddings of token inputs (use bptt, tbptt)")
+        self.sensitivity = RecurrentSensitivity(task.model, self.name)
+        self.carried_sensitivity: torch.Tensor | None = None
+
+    def start(self, task, inputs: torch.Tensor):
+        """Initial (state, sensitivity [B, S, P]): zeros, or what the previous batch of a stateful stream left."""
+        batch = inputs.shape[0]
+        state, sensitivity = self.sensitivity.initial(batch, inputs)
+        carried = task.carried_state.get("train") if task.spec.stateful else None
+        if carried is not None:
+            state = self.sensitivity.from_model_state(carried)
+            if self.carried_sensitivity is not None and self.carried_sensitivity.shape == sensitivity.shape:
+                sensitivity = self.carried_sensitivity
+        return state, sensitivity
+
+    def finish(self, task, state, sensitivity) -> None:
+        if task.spec.stateful:
+            task.carried_state["train"] = self.sensitivity.to_model_state(detached(state))
+            self.carried_sensitivity = sensitivity
+
+
+class RTRL(_SensitivityRule):
+    """Real-time recurrent learning (Williams & Zipser 1989), exact for the weights in effect at each step.
+
+    Each step updates Q_t = ds_t/dtheta (:meth:`RecurrentSensitivity.step`) and adds (dl_t/dh_t) Q_t of the step's
+    loss l_t; every ``update_every`` steps the window's mean loss is the objective: its readout gradient by autograd,
+    its recurrent gradient the accumulated sum (divided by the window's target count).
+    """
+
+    name = "rtrl"
+
+    def run(self, task, batch, update):
+        inputs, lengths = batch["inputs"], batch["lengths"]
+        batch_size, steps = inputs.shape[:2]
+        keep = valid_step_mask(lengths, batch_size, steps, inputs.device)
+        state, sensitivity = self.start(task, inputs)
+        readout, hidden = task.model.readout, self.sensitivity.hidden
+        accumulated = inputs.new_zeros(self.sensitivity.num_parameters)  # sum_t (dl_t/dh_t) Q_t over the window
+        emitted, collected, window_start = [], [], 0
+        for t in range(steps):
+            state, sensitivity = self.sensitivity.step(inputs[:, t], keep[:, t], state, sensitivity)
+            h = torch.where(keep[:, t, None], state[0], 0.0).requires_grad_()  # what the network emits at step t
+            emitted.append(h)
+            scored = window_loss(task, readout(h).unsqueeze(1), batch, t)
+            if scored is not None:
+                (grad_h,) = torch.autograd.grad(scored[0] * scored[1], h)
+                accumulated += torch.einsum("bn,bnp->p", grad_h, sensitivity[:, :hidden])
+            if t + 1 - window_start < self.settings.update_every and t < steps - 1:
+                continue
+            outputs = readout(torch.stack(emitted, dim=1))
+            scored = window_loss(task, outputs, batch, window_start)
+            if scored is not None:
+                loss, count = scored
+                objective = loss + (self.sensitivity.flat_parameters() * accumulated).sum() / count
+                if not update(objective, loss, count):
+                    return None
+            collected.append(outputs.detach())
+            emitted, window_start = [], t + 1
+            accumulated.zero_()
+        self.finish(task, state, sensitivity)
+        return torch.cat(collected, dim=1)
+
+
+class Hybrid(_SensitivityRule):
+    """The O(N^3) BPTT/RTRL hybrid (Schmidhuber 1992): blocks of h steps, an update per block.
+
+    Within a block BPTT gives the gradient of the block's loss through the block, and dL/ds_start at its start; the
+    carried Q_start = ds_start/dtheta adds (dL/ds_start) Q_start, the part through all earlier blocks. At the block
+    end Q_end = (ds_end/ds_start) Q_start + ds_end/dtheta|_{s_start} from S backward passes through the block
+    (:meth:`RecurrentSensitivity.block_jacobians`): O(h N^3 + N^4) per block, O(N^3) per step for h = N.
+    """
+
+    name = "hybrid"
+
+    def run(self, task, batch, update):
+        inputs, lengths = batch["inputs"], batch["lengths"]
+        batch_size, steps = inputs.shape[:2]
+        keep = valid_step_mask(lengths, batch_size, steps, inputs.device)
+        sens = self.sensitivity
+        block = self.settings.block or sens.hidden
+        state, sensitivity = self.start(task, inputs)
+        collected = []
+        for begin in range(0, steps, block):
+            end = min(begin + block, steps)
+            x, valid = inputs[:, begin:end], keep[:, begin:end]
+            start = sens.flat_state(state).detach().requires_grad_()
+            hs, final = sens.run_block(x, valid, sens.split_state(start))
+            outputs = task.model.readout(hs)
+            # the block's Jacobians at the weights it ran with, before this block's update changes them
+            d_state, d_theta = sens.block_jacobians(x, valid, state)
+            scored = window_loss(task, outputs, batch, begin)
+            if scored is not None:
+                loss, count = scored
+                (grad_start,) = torch.autograd.grad(loss, start, retain_graph=True)
+                earlier = torch.einsum("bs,bsp->p", grad_start, sensitivity)  # through the blocks before
+                objective = loss + (sens.flat_parameters() * earlier).sum()
+                if not update(objective, loss, count):
+                    return None
+            sensitivity = torch.baddbmm(d_theta, d_state, sensitivity)
+            state = detached(final)
+            collected.append(outputs.detach())
+        self.finish(task, state, sensitivity)
+        return torch.cat(collected, dim=1)

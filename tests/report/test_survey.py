@@ -1,0 +1,179 @@
+"""The survey's claims judged on constructed numbers: supported, contradicted, and not measured."""
+
+from __future__ import annotations
+
+import pytest
+
+from fake_records import make_record
+from rnnlab.config_check import group_options
+from rnnlab.report.collect import group_studies, load_records
+from rnnlab.report.survey import CLAIMS, ROWS
+from rnnlab.report.verdicts import Settings, configured, cost_series, judge, judge_all, reaches, task_baseline
+
+
+def claim(text: str):
+    [found] = [c for c in CLAIMS if c.text == text]
+    return found
+
+
+def study_of(root):
+    [study] = group_studies(load_records([root]))
+    return study
+
+
+def settings(study, **kwargs) -> Settings:
+    return Settings({study.name: "test/mse"}, **kwargs)
+
+
+def sweep(root, arms: dict[str, dict], seeds=(0, 1, 2), per_seed=None):
+    """One record per (arm, seed); ``arms`` maps a model name to make_record keywords, ``per_seed`` varies them."""
+    for model, kwargs in arms.items():
+        for seed in seeds:
+            extra = per_seed(model, seed) if per_seed else {}
+            make_record(root / f"{model}{seed}", model=model, seed=seed, **{**kwargs, **extra})
+
+
+def test_parameter_and_memory_claims_follow_the_numbers(tmp_path):
+    sweep(tmp_path / "a", {"gru": {"params": 13121, "peak_memory_mb": 90.0}, "lstm": {"params": 17473}},
+          per_seed=lambda m, s: {"peak_memory_mb": (90.0 if m == "gru" else 120.0) + s})
+    study = study_of(tmp_path / "a")
+    fewer = judge(claim("GRU has fewer parameters than LSTM"), study, settings(study))
+    assert fewer.verdict == "supported" and "13121 (n=3) vs 17473 (n=3)" in fewer.evidence
+    memory = judge(claim("GRU uses less memory than LSTM"), study, settings(study))
+    assert memory.verdict == "supported" and "Welch p" in memory.evidence
+    sweep(tmp_path / "b", {"gru": {"params": 20000, "peak_memory_mb": 150.0}, "lstm": {"params": 17473}},
+          per_seed=lambda m, s: {"peak_memory_mb": (150.0 if m == "gru" else 120.0) + s})
+    study = study_of(tmp_path / "b")
+    assert judge(claim("GRU has fewer parameters than LSTM"), study, settings(study)).verdict == "contradicted"
+    assert judge(claim("GRU uses less memory than LSTM"), study, settings(study)).verdict == "contradicted"
+    # elman is not in this study: the claim about it is not measured here
+    assert judge(claim("LSTM has more parameters than a simple RNN"), study, settings(study)) is None
+
+
+def test_noisy_differences_without_significance_are_inconclusive(tmp_path):
+    sweep(tmp_path, {"gru": {}, "lstm": {}},
+          per_seed=lambda m, s: {"step_ms": [5.0, 9.0, 6.0][s] + (0.1 if m == "lstm" else 0.0)})
+    study = study_of(tmp_path)
+    judgement = judge(claim("GRU costs less computation per step than LSTM"), study, settings(study))
+    assert judgement.verdict == "inconclusive" and "Welch p" in judgement.evidence
+
+
+def test_vanishing_gradient_claim_reads_the_gradient_flow_keys(tmp_path):
+    ratios = {"lstm": {10: 0.3, 50: 0.05}, "elman": {10: 1e-3, 50: 1e-7}}
+    sweep(tmp_path / "a", {"lstm": {}, "elman": {}},
+          per_seed=lambda m, s: {"metrics": {"test/mse": 0.1, **{f"grad_ratio_{lag}": r * (1 + 0.1 * s)
+                                                                  for lag, r in ratios[m].items()}}})
+    study = study_of(tmp_path / "a")
+    judgement = judge(claim("LSTM is more robust to vanishing gradients than a simple RNN"), study, settings(study))
+    assert judgement.verdict == "supported" and "lag 50" in judgement.evidence
+    swapped = {"lstm": ratios["elman"], "elman": ratios["lstm"]}
+    sweep(tmp_path / "b", {"lstm": {}, "elman": {}},
+          per_seed=lambda m, s: {f"grad_ratio_{lag}": r * (1 + 0.1 * s) for lag, r in swapped[m].items()})
+    study = study_of(tmp_path / "b")  # top-level keys this time
+    judgement = judge(claim("LSTM is more robust to vanishing gradients than a simple RNN"), study, settings(study))
+    assert judgement.verdict == "contradicted"
+    sweep(tmp_path / "c", {"lstm": {}, "elman": {}})
+    study = study_of(tmp_path / "c")
+    assert judge(claim("LSTM is more robust to vanishing gradients than a simple RNN"), study, settings(study)) is None
+    [verdict] = [j for j in judge_all([study], settings(study))
+                 if j.claim.text == "LSTM is more robust to vanishing gradients than a simple RNN"]
+    assert verdict.verdict == "not measured" and "grad_ratio_<lag>" in verdict.evidence
+
+
+def length_sweep(root, solved: dict[str, set[int]], record_baseline: bool):
+    """model x data.seq_len; test/loss 0.001 where ``solved`` says so, else 0.16 (trivial baseline 1/6)."""
+    for model, lengths in solved.items():
+        for length in (10, 50, 100):
+            for seed in (0, 1):
+                loss = 0.001 if length in lengths else 0.16
+                extra = {"baseline": 1 / 6} if record_baseline else {}
+                make_record(root / f"{model}{length}_{seed}", model=model, seed=seed,
+                            overrides=[f"model={model}", f"data.seq_len={length}", f"seed={seed}"],
+                            config={"data": {"seq_len": length}}, metrics={"test/loss": loss, "test/mse": loss},
+                            **extra)
+
+
+@pytest.mark.parametrize("record_baseline", [True, False])
+def test_long_term_reach_is_the_longest_length_solved(tmp_path, record_baseline):
+    length_sweep(tmp_path / "a", {"lstm": {10, 50, 100}, "elman": {10}}, record_baseline)
+    study = study_of(tmp_path / "a")
+    groups = {g.settings["model"]: g for g in reaches(study, 0.1)}
+    assert groups["lstm"].longest == 100 and groups["elman"].longest == 10
+    reach = claim("LSTM learns longer-term dependencies than a simple RNN")
+    judgement = judge(reach, study, settings(study))
+    assert judgement.verdict == "supported" and "T = 100" in judgement.evidence and "T = 10 " in judgement.evidence
+    length_sweep(tmp_path / "b", {"lstm": set(), "elman": {10, 50}}, record_baseline)
+    study = study_of(tmp_path / "b")
+    judgement = judge(reach, study, settings(study))
+    assert judgement.verdict == "contradicted" and "none solved" in judgement.evidence
+
+
+def test_the_baseline_comes_from_the_datamodule_when_the_record_lacks_it():
+    record = {"config": {"data": {"_target_": "rnnlab.data.synthetic.AddingDataModule", "seq_len": 10,
+                                  "batch_size": 8}}}
+    assert task_baseline(record) == pytest.approx(1 / 6, rel=1e-3)
+    assert task_baseline({"baseline": 0.5}) == 0.5
+    assert task_baseline({"config": {"data": {"_target_": "no.such.Module"}}}) is None
+
+
+def rule_sweep(root, rule: str, exponent: float):
+    """training.rule x model.hidden_size with time per data point exactly c * N**exponent."""
+    for n in (8, 16, 32, 64):
+        for seed in (0, 1):
+            micros = 0.01 * n**exponent
+            make_record(root / f"{rule}{n}_{seed}", model="elman", seed=seed, hidden_size=n,
+                        overrides=[f"training.rule={rule}", f"model.hidden_size={n}", f"seed={seed}"],
+                        config={"training": {"rule": rule}, "model": {"hidden_size": n}},
+                        tokens_per_s=1e6 / micros, metrics={"test/mse": 0.1})
+
+
+def test_complexity_claims_compare_the_fitted_exponent(tmp_path):
+    rule_sweep(tmp_path / "a", "rtrl", 4.0)
+    rule_sweep(tmp_path / "a", "bptt", 4.0)
+    study = study_of(tmp_path / "a")
+    [rtrl_fit] = [s for s in cost_series(study) if "rtrl" in s.label]
+    assert rtrl_fit.fit.exponent == pytest.approx(4.0, abs=1e-9)
+    rtrl = judge(claim("RTRL costs O(N⁴) per time step"), study, settings(study))
+    assert rtrl.verdict == "supported" and "N^4.00" in rtrl.evidence
+    bptt = judge(claim("BPTT costs O(N²) per time step"), study, settings(study))
+    assert bptt.verdict == "contradicted" and "vs claimed N^2" in bptt.evidence
+    assert judge(claim("Hybrid BPTT/RTRL costs O(N³) per time step on average"), study, settings(study)) is None
+
+
+def greff_sweep(root, variant: str, variant_mse: list[float]):
+    vanilla_mse = [0.010, 0.012, 0.011]
+    for name, values in (("vanilla", vanilla_mse), (variant, variant_mse)):
+        for seed, mse in enumerate(values):
+            make_record(root / f"{name}{seed}", model="lstm", seed=seed,
+                        overrides=["model=lstm", f"model.variant={name}", f"seed={seed}"],
+                        config={"model": {"variant": name}}, metrics={"test/mse": mse})
+
+
+def test_lstm_variant_claims_use_the_primary_metric_in_its_better_direction(tmp_path):
+    greff_sweep(tmp_path / "a", "nfg", [0.050, 0.060, 0.055])
+    study = study_of(tmp_path / "a")
+    assert judge(claim("removing the forget gate hurts performance"), study, settings(study)).verdict == "supported"
+    greff_sweep(tmp_path / "b", "nfg", [0.005, 0.004, 0.0045])
+    study = study_of(tmp_path / "b")
+    assert judge(claim("removing the forget gate hurts performance"), study, settings(study)).verdict == "contradicted"
+    greff_sweep(tmp_path / "c", "cifg", [0.011, 0.010, 0.013])
+    study = study_of(tmp_path / "c")
+    judgement = judge(claim("coupling input and forget gates does not hurt performance"), study, settings(study))
+    assert judgement.verdict == "supported" and "test/mse" in judgement.evidence
+    greff_sweep(tmp_path / "d", "cifg", [0.090, 0.080, 0.085])
+    study = study_of(tmp_path / "d")
+    judgement = judge(claim("coupling input and forget gates does not hurt performance"), study, settings(study))
+    assert judgement.verdict == "contradicted"
+
+
+def test_survey_rows_name_configs_that_exist():
+    """Every model and optimizer a row names is a config of its group (Hydra groups are the registry)."""
+    for row in ROWS:
+        for model in row.selector.models:
+            assert model in group_options("model"), (row.name, model)
+        for optimizer in row.selector.optimizers:
+            assert optimizer in group_options("optimizer"), (row.name, optimizer)
+    tables = {row.table for row in ROWS}
+    assert tables == {"II", "III", "IV"} and all(c.subject in {r.name for r in ROWS} for c in CLAIMS)
+    gru = next(row for row in ROWS if row.name == "GRU")
+    assert configured(gru, lambda group: ["lstm"] if group == "model" else []) == "model=gru (no config yet)"

@@ -1,0 +1,92 @@
+"""``rnnlab-sweep``: every study of sweeps/ composes at every scale; the smoke scale runs and builds its report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED_DATA
+from rnnlab.config_check import check_command_line
+from rnnlab.sweep import SCALES, group_commands, load_study, main, study_names
+
+STUDIES = ["modalities", "optimizers", "regularizers", "table2_learning_rules", "table3_lstm_variants",
+           "table4_architectures"]
+
+
+def test_the_issue_studies_are_all_there():
+    assert study_names() == STUDIES
+
+
+@pytest.mark.parametrize("study", STUDIES)
+@pytest.mark.parametrize("scale", SCALES)
+def test_every_job_of_every_scale_composes(tmp_path, study, scale):
+    """The pre-flight check of rnnlab-train composes each job: names, keys and value types all exist."""
+    for command in group_commands(study, scale, tmp_path).values():
+        check_command_line(command)
+
+
+def test_a_group_is_one_multirun_with_the_scale_applied(tmp_path):
+    commands = group_commands("table2_learning_rules", "smoke", tmp_path)
+    rules = commands["rules"]
+    assert rules[:3] == ["-m", "name=table2_learning_rules-rules",
+                         f"hydra.sweep.dir={tmp_path / 'sweeps/table2_learning_rules/smoke/rules'}"]
+    assert "model.hidden_size=4,8,16" in rules and "seed=0" in rules  # the smoke lists replace the group's
+    assert "training.rule=bptt,tbptt,rtrl,hybrid" in rules
+    assert rules.index("debug=fast") > rules.index("model=elman")  # scale overrides come after the group's
+
+
+def test_arms_run_as_one_multirun_each_under_the_group(tmp_path):
+    commands = group_commands("table4_architectures", "smoke", tmp_path)
+    image = {key: value for key, value in commands.items() if key.startswith("image/")}
+    assert set(image) == {"image/lstm", "image/mdrnn", "image/mdlstm", "image/renet", "image/rcnn"}
+    assert "model=mdlstm" in image["image/mdlstm"] and "data.layout=image" in image["image/mdlstm"]
+    assert all("name=table4_architectures-image" in command for command in image.values())  # one table
+
+
+def test_identical_conditions_every_arm_shares_the_fixed_settings(tmp_path):
+    for study in STUDIES:
+        for group, command in group_commands(study, "laptop", tmp_path).items():
+            assert any(arg.startswith("data=") for arg in command), (study, group)
+            assert any(arg.startswith("seed=") for arg in command), (study, group)
+
+
+def test_bad_study_or_scale_is_one_line_and_exit_2(capsys):
+    assert main(["no_such_study"]) == 2
+    assert "no study 'no_such_study'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        main(["optimizers", "--scale", "huge"])
+    assert done.value.code == 2
+
+
+def test_a_study_file_without_groups_names_the_file(tmp_path, monkeypatch):
+    import rnnlab.sweep
+
+    (tmp_path / "broken.yaml").write_text("description: nothing\nscales: {smoke: {}}\n")
+    monkeypatch.setattr(rnnlab.sweep, "SWEEPS_DIR", tmp_path)
+    with pytest.raises(ValueError, match="broken.yaml: 'groups'"):
+        load_study("broken")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("study", STUDIES)
+def test_smoke_scale_runs_and_builds_its_report(tmp_path, study):
+    if not SHARED_DATA.is_dir() and os.environ.get("CI") == "true":
+        pytest.fail(f"{SHARED_DATA} is missing; CI needs ../shared/data beside the checkout")
+    env = {**os.environ, "RNNLAB_DATA": str(SHARED_DATA), "RNNLAB_CACHE": str(tmp_path / "cache"),
+           "WANDB_MODE": "offline"}
+    command = [str(Path(sys.executable).parent / "rnnlab-sweep"), study, "--scale", "smoke", "--log-dir", str(tmp_path)]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    root = tmp_path / "sweeps" / study / "smoke"
+    records = [json.loads(path.read_text()) for path in root.rglob("summary.json")]
+    expected = sum(1 for _ in root.rglob(".hydra/overrides.yaml"))
+    assert len(records) == expected > 0
+    failed = {record["model"]: record["error"] for record in records if record["status"] == "failed"}
+    assert not failed, failed
+    report = (root / "report" / "report.html").read_text()
+    assert "<table" in report and "data:image/png;base64" in report
