@@ -102,7 +102,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = parser().parse_args(argv)
+    args = parser().parse_intermixed_args(argv)
     try:
         commands = group_commands(args.study, args.scale, args.log_dir.resolve(), args.overrides)
     except SweepError as error:

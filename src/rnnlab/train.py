@@ -28,6 +28,7 @@ from rnnlab.models.budget import count_parameters, hidden_size_for_budget
 from rnnlab.models.initialization import initialize
 from rnnlab.record import RunStats, environment, one_line, peak_memory_mb, write_record
 from rnnlab.tasks.heads import head_wiring
+from rnnlab.training import TrainingSettings
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def build_model(model_cfg: DictConfig, input_size: int, output_size: int):
 
 def build(cfg: DictConfig, stats: RunStats):
     """Instantiate datamodule, model, task module, loggers and trainer, in that order."""
+    check_training_rule(cfg)
     datamodule = make(cfg, "data")
     with config_errors("data"):
         datamodule.prepare_data()
@@ -120,6 +122,16 @@ def build(cfg: DictConfig, stats: RunStats):
     return datamodule, module, loggers, trainer
 
 
+def check_training_rule(cfg: DictConfig) -> None:
+    """``training.*`` is valid, and a rule other than BPTT goes to a task that honours it (esn trains in closed form)."""
+    training = cfg.get("training")
+    with config_errors("training"):
+        TrainingSettings.from_config(training)
+    if training is not None and training.rule != "bptt" and "training" not in cfg.task:
+        choice = HydraConfig.get().runtime.choices.get("task")
+        raise ConfigError("training.rule", f"is {training.rule}, but task {choice} trains its own way; use bptt")
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one job and return its record (also written to ``summary.json`` in the Hydra output directory)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -139,6 +151,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record["hidden_size"] = getattr(module.model, "hidden_size", None)
         record["data_note"] = getattr(datamodule, "note", None)  # e.g. a substitute split used offline
         record["baseline"] = datamodule.task.baseline  # the data's trivial-predictor loss, for "solved" verdicts
+        record["metric"] = f"test/{datamodule.task.metric}"  # the data's primary metric (reports rank by it)
         for logger in loggers:
             logger.log_hyperparams(record["config"])
         record["resumed_from"] = last_checkpoint(trainer, start_over=earlier is not None) if cfg.resume else None

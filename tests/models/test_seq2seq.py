@@ -71,7 +71,8 @@ def test_two_teacher_forced_decoder_steps_by_hand(attention):
             context = h_all[-1]  # the last annotation, the same for every step
         else:
             a = net.attention
-            scores = torch.stack([a.score.weight[0] @ torch.tanh(a.query.weight @ query + a.key.weight @ hj) for hj in h_all])
+            W, U, v = a.query.weight, a.key.weight, a.score.weight[0]
+            scores = torch.stack([v @ torch.tanh(W @ query + U @ hj) for hj in h_all])
             context = (scores.softmax(0)[:, None] * h_all).sum(0)
         o, h = elman_step(net, torch.cat([E[previous], context]), h)
         expected = W_o.weight @ torch.cat([o, context, E[previous]]) + W_o.bias
@@ -188,8 +189,9 @@ def test_outputs_past_each_target_length_are_zero_and_rows_are_independent():
 
 
 def test_config_swaps_families_and_sizes_follow_the_top_level(tmp_path):
-    cfg = compose_config(tmp_path, ["model=seq2seq", "model.hidden_size=12", "model.encoder._target_=rnnlab.models.gated.GRU",
-                                    "+model@model.decoder=elman", "model.decoder.hidden_size=99"])
+    overrides = ["model=seq2seq", "model.hidden_size=12", "model.encoder._target_=rnnlab.models.gated.GRU",
+                 "+model@model.decoder=elman", "model.decoder.hidden_size=99"]
+    cfg = compose_config(tmp_path, overrides)
     assert cfg.task._target_ == "rnnlab.tasks.seq2seq.Seq2SeqTask"  # model=seq2seq selects its task
     net = build_model(cfg.model, INPUT, CLASSES)
     assert isinstance(net.encoder, GRU) and isinstance(net.decoder, Elman)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from nbclient import NotebookClient
 from omegaconf import OmegaConf
 
 from conftest import REPO, SHARED_DATA
@@ -102,8 +103,6 @@ def sweep_dir(tmp_path_factory) -> Path:
 
 def execute(name: str, sweep: Path, monkeypatch) -> nbformat.NotebookNode:
     """Run the notebook in a fresh kernel (cwd notebooks/, as Jupyter opens it); a cell that raises fails here."""
-    from nbclient import NotebookClient
-
     monkeypatch.setenv("RNNLAB_SWEEP_DIR", str(sweep))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
@@ -152,8 +151,11 @@ def test_explore_sweep_counts_every_run_and_draws(sweep_dir, monkeypatch):
             assert (record.get("error") or "").replace("|", "\\|") in markdown
     if SUBSET_RUN:
         assert statuses.count("failed") == 1 and "hidden_size" in markdown  # the broken job, with its reason
-    lstm_row = next(line for line in markdown.splitlines() if line.startswith("| model=lstm |"))
-    assert f"| {sequence_run(records, 'lstm')['params']:,} |" in lstm_row  # the arms table of the sequence group
+    arms = next(text for text in outputs(nb, "text/markdown") if text.startswith(f"### {STUDY}-sequence\n"))
+    for model in ("elman", "lstm", "gru"):  # the sequence group's arms: parameter count and test/mse of one seed
+        run = sequence_run(records, model)
+        row = next(line for line in arms.splitlines() if line.startswith(f"| model={model} |"))
+        assert f"| {run['params']:,} | {run['metrics']['test/mse']:.4g} | 1 |" in row
     assert len(outputs(nb, "image/png")) == 2  # learning curves, metric vs parameters
 
 

@@ -19,6 +19,7 @@ from rnnlab.models.elman import Elman
 from rnnlab.models.gated import GRU, LSTM
 from rnnlab.tasks.sequence import SequenceTask
 from rnnlab.training.cost import fitted_exponent, measure_costs
+from rnnlab.training.regularizers import L2, Zoneout
 
 INPUT, OUTPUT = 3, 2
 
@@ -194,7 +195,7 @@ def adding_loader(seed=0):
     return data.train_dataloader()
 
 
-def fit_two_epochs(training, **trainer_kwargs):
+def fit_two_epochs(training, regularizers=None, **trainer_kwargs):
     torch.manual_seed(0)
     task = SequenceTask(
         LSTM(2, 1, hidden_size=6),
@@ -202,6 +203,7 @@ def fit_two_epochs(training, **trainer_kwargs):
         optimizer=functools.partial(torch.optim.SGD, lr=0.5),
         scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.1),
         training=training,
+        regularizers=regularizers,
     )
     trainer = pl.Trainer(
         max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -225,6 +227,24 @@ def test_tbptt_through_lightning_matches_bptt_update_with_clipping_and_scheduler
     # SGD moves by lr * |clipped gradient| <= lr * clip per update: 2 updates at lr 0.5, 2 at 0.05
     moved = torch.cat([(p.detach() - q).reshape(-1) for p, q in zip(tbptt.model.parameters(), initial)]).norm()
     assert 0 < moved <= (2 * 0.5 + 2 * 0.05) * clip * (1 + 1e-4)
+
+
+def test_weight_penalties_join_every_update():
+    bptt, _ = fit_two_epochs(None, regularizers={"l2": L2(weight=0.5)})
+    rtrl, trainer = fit_two_epochs({"rule": "rtrl"}, regularizers={"l2": L2(weight=0.5)})
+    plain, _ = fit_two_epochs({"rule": "rtrl"})
+    for mine, theirs in zip(rtrl.parameters(), bptt.parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-6)
+    assert "train/penalty" in trainer.callback_metrics
+    assert any((a - b).abs().max() > 1e-4 for a, b in zip(rtrl.parameters(), plain.parameters()))
+
+
+def test_regularizers_inside_the_recurrence_are_refused_by_rtrl():
+    spec = TaskSpec(kind="regression", per_step=True, metric="mse")
+    with pytest.raises(ConfigError) as error:
+        SequenceTask(Elman(INPUT, OUTPUT, hidden_size=4), spec, optimizer=None, regularizers={"zoneout": Zoneout()},
+                     training={"rule": "rtrl"})
+    assert error.value.key == "training.rule" and "zoneout" in str(error.value)
 
 
 @pytest.mark.parametrize("rule", ["rtrl", "hybrid", "tbptt"])

@@ -164,7 +164,9 @@ class Seq2Seq(nn.Module):
             "decoder", decoder, embedding_dim + hidden_size, hidden_size, bidirectional=False, **sizes
         )
         self.embedding = nn.Embedding(output_size + 1, embedding_dim)  # + the start symbol
-        self.attention = BahdanauAttention(hidden_size, hidden_size, attention_size) if attention == "bahdanau" else None
+        self.attention = None
+        if attention == "bahdanau":
+            self.attention = BahdanauAttention(hidden_size, hidden_size, attention_size)
         self.output = nn.Linear(2 * hidden_size + embedding_dim, output_size)
         self.bridged = bridge and self.states_compatible()
 
@@ -211,8 +213,8 @@ class Seq2Seq(nn.Module):
         if self.attention is not None:
             keys = self.attention.project_keys(annotations)
         else:
-            last = (lengths.to(x.device) - 1) if lengths is not None else x.new_full((batch,), steps - 1, dtype=torch.long)
-            context = annotations[torch.arange(batch, device=x.device), last]
+            last = annotations.new_full((batch,), steps - 1, dtype=torch.long) if lengths is None else lengths - 1
+            context = annotations[torch.arange(batch, device=x.device), last.to(x.device)]
         decoder_state = self.fold_directions(encoder_state) if self.bridged else None
         return Memory(annotations, keys, mask, context, decoder_state, encoder_state)
 
@@ -273,7 +275,8 @@ class Seq2Seq(nn.Module):
                 logits = torch.where((i < target_lengths)[:, None], logits, 0.0)
             outputs.append(logits)
             if i + 1 < steps:
-                previous = self.next_input(logits.detach(), None if gold is None else gold[:, i], teacher_forcing, sample)
+                gold_i = None if gold is None else gold[:, i]
+                previous = self.next_input(logits.detach(), gold_i, teacher_forcing, sample)
         return torch.stack(outputs, dim=1), memory.encoder_state
 
     @staticmethod

@@ -33,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", help="arm the others are tested against: 'model=lstm' or 'lstm' (all else equal)")
     p.add_argument("--study", help="report only this study (experiment name)")
     p.add_argument("--allow-mixed", action="store_true", help="put runs whose non-swept settings differ in one table")
-    p.add_argument("--metric", help="primary metric (default: the first of test/mse, test/acc, test/bpc, ...)")
+    p.add_argument("--metric", help="primary metric (default: the records' own test metric, e.g. test/bpc)")
     p.add_argument("--solved-fraction", type=float, default=0.1,
                    help="a length counts as solved when test/loss < this fraction of the task's baseline (0.1)")
     p.add_argument("--tolerance", type=float, default=0.5,

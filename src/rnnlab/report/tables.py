@@ -38,6 +38,9 @@ def primary_metric(study: Study, requested: str | None = None) -> str | None:
     names = study_metrics(study)
     if requested:
         return requested if requested in names else None
+    declared = {record.get("metric") for record in study.records} - {None}  # the data's own test metric
+    if len(declared) == 1 and (metric := declared.pop()) in names:
+        return metric
     return next((name for name in PRIMARY_ORDER if name in names), names[0] if names else None)
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -134,13 +135,19 @@ class ClassSoftmax(OutputHead):
     def nll(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         target_class = self.word_class[targets]
         class_nll = -self.class_layer(h).log_softmax(-1).gather(1, target_class.unsqueeze(1)).squeeze(1)
-        order = torch.argsort(target_class, stable=True)
+        order = torch.argsort(target_class, stable=True)  # targets grouped by class
         groups, sizes = torch.unique_consecutive(target_class[order], return_counts=True)
-        pieces = []
-        for group, rows in zip(groups.tolist(), order.split(sizes.tolist())):
-            words = self.members[self.bounds[group] : self.bounds[group + 1]]
-            logits = F.linear(h[rows], self.word_layer.weight[words], self.word_layer.bias[words])
-            pieces.append(logits.log_softmax(-1).gather(1, self.position[targets[rows]].unsqueeze(1)).squeeze(1))
+        groups, sizes = groups.tolist(), sizes.tolist()
+        words = torch.cat([self.members[self.bounds[group] : self.bounds[group + 1]] for group in groups])
+        class_sizes = [self.bounds[group + 1] - self.bounds[group] for group in groups]
+        # one gather and one split each (a single backward each), then a small softmax per class present
+        weights = self.word_layer.weight[words].split(class_sizes)
+        biases = self.word_layer.bias[words].split(class_sizes)
+        positions = self.position[targets[order]].unsqueeze(1).split(sizes)
+        pieces = [
+            F.linear(rows, weight, bias).log_softmax(-1).gather(1, position).squeeze(1)
+            for rows, weight, bias, position in zip(h[order].split(sizes), weights, biases, positions)
+        ]
         word_nll = -torch.cat(pieces)[torch.argsort(order)]  # back to the targets' order
         return class_nll + word_nll
 
@@ -175,13 +182,18 @@ def huffman_tree(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(parent), torch.tensor(sign)
 
 
-def code_lengths(parent: torch.Tensor, vocab_size: int) -> list[int]:
-    """Each leaf's depth in a tree from :func:`huffman_tree` (its code length in bits)."""
+def node_depths(parent: torch.Tensor) -> list[int]:
+    """Each node's depth in a tree from :func:`huffman_tree` (the root's is 0)."""
     parent = parent.tolist()
     depth = [0] * len(parent)
     for node in range(len(parent) - 2, -1, -1):  # parents are created after their children: root first
         depth[node] = depth[parent[node]] + 1
-    return depth[:vocab_size]
+    return depth
+
+
+def code_lengths(parent: torch.Tensor, vocab_size: int) -> list[int]:
+    """Each leaf's depth (its code length in bits) in a tree from :func:`huffman_tree`."""
+    return node_depths(parent)[:vocab_size]
 
 
 class HierarchicalSoftmax(OutputHead):
@@ -197,21 +209,30 @@ class HierarchicalSoftmax(OutputHead):
         vocab_size = len(counts)
         super().__init__(features, vocab_size)
         parent, sign = huffman_tree(counts if tree == "huffman" else torch.ones_like(counts))
-        depths = code_lengths(parent, vocab_size)
+        parents, signs, depths = parent.tolist(), sign.tolist(), node_depths(parent)
         self.max_depth = max(depths)
-        parents, signs = parent.tolist(), sign.tolist()
         path_nodes = [[0] * self.max_depth for _ in range(vocab_size)]  # inner node ids (node - V), padded with 0
         path_signs = [[0.0] * self.max_depth for _ in range(vocab_size)]  # +1 / -1 branch taken, padded with 0
+        # log_probs is one sparse product: as log sigmoid(-s) = log sigmoid(s) - s, log P(w|h) is the sum of
+        # log sigmoid(s_n) over w's path minus the sum of s_n over its left branches: paths [V, 2(V-1)] applied to
+        # [log sigmoid(s), s]. paths is kept in CSR form as dense buffers (a sparse buffer cannot be deep-copied).
+        rows, columns, values = [0], [], []
         for word in range(vocab_size):
             node = word
             for step in range(depths[word]):
                 path_nodes[word][step], path_signs[word][step] = parents[node] - vocab_size, float(signs[node])
                 node = parents[node]
+            on_path = sorted(path_nodes[word][: depths[word]])
+            left = sorted(n + vocab_size - 1 for n, d in zip(path_nodes[word], path_signs[word]) if d < 0)
+            columns += on_path + left
+            values += [1.0] * len(on_path) + [-1.0] * len(left)
+            rows.append(len(columns))
         self.register_buffer("path_nodes", torch.tensor(path_nodes), persistent=False)  # [V, L]
         self.register_buffer("path_signs", torch.tensor(path_signs), persistent=False)  # [V, L]
-        self.register_buffer("parent", parent, persistent=False)
-        self.register_buffer("sign", sign.float(), persistent=False)
-        self.register_buffer("parent_node", (parent - vocab_size).clamp(min=0), persistent=False)
+        self.register_buffer("parent", parent, persistent=False)  # the tree, as huffman_tree gives it
+        self.register_buffer("path_rows", torch.tensor(rows), persistent=False)
+        self.register_buffer("path_columns", torch.tensor(columns), persistent=False)
+        self.register_buffer("path_values", torch.tensor(values), persistent=False)
         self.node_layer = nn.Linear(features, vocab_size - 1)
 
     def nll(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -220,14 +241,15 @@ class HierarchicalSoftmax(OutputHead):
         return -(F.logsigmoid(signs * scores) * signs.abs()).sum(-1)
 
     def log_probs(self, h: torch.Tensor) -> torch.Tensor:
-        """Every word's path sum at once: each node's edge term, summed up to the root by pointer jumping."""
-        scores = self.node_layer(h)  # [..., V-1]
-        total = F.logsigmoid(self.sign * scores[..., self.parent_node]) * self.sign.abs()  # [..., 2V-1], root 0
-        ancestor = self.parent
-        for _ in range((self.max_depth - 1).bit_length()):  # 2^jumps >= max_depth edges summed
-            total = total + total[..., ancestor]
-            ancestor = ancestor[ancestor]
-        return total[..., : self.vocab_size]
+        scores = self.node_layer(h.reshape(-1, self.features))  # [N, V-1]
+        terms = torch.cat([F.logsigmoid(scores), scores], dim=-1)  # [N, 2(V-1)]
+        size = (self.vocab_size, terms.shape[-1])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+            paths = torch.sparse_csr_tensor(
+                self.path_rows, self.path_columns, self.path_values, size, check_invariants=False
+            )
+        return (paths @ terms.T).T.reshape(*h.shape[:-1], self.vocab_size)
 
 
 class SampledHead(OutputHead):

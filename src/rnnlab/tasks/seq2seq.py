@@ -59,9 +59,9 @@ class SamplingSchedule:
         return self.k / (self.k + math.exp(min(step / self.k, 700.0)))  # exp overflows past ~709
 
 
-def target_sequences(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per row, the targets that count, moved to the front: (targets [B, S] padded with IGNORE_INDEX, their lengths
-    [B], and the [B, T] mask of the steps they came from). S is the longest row's count (at least 1)."""
+def target_sequences(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the targets that count, moved to the front: targets [B, S] padded with IGNORE_INDEX, and their
+    lengths [B]. S is the longest row's count (at least 1)."""
     targets = batch["targets"]
     positions = valid_step_mask(batch["lengths"], *targets.shape[:2], targets.device) & (targets != IGNORE_INDEX)
     if batch.get("target_mask") is not None:
@@ -70,7 +70,7 @@ def target_sequences(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torc
     slots = torch.arange(max(int(counts.max()), 1), device=targets.device)[None, :] < counts[:, None]
     compact = targets.new_full(slots.shape, IGNORE_INDEX)
     compact[slots] = targets[positions]  # both row-major: the order within each row is kept
-    return compact, counts, positions
+    return compact, counts
 
 
 class Seq2SeqTask(SequenceTask):
@@ -114,7 +114,9 @@ class Seq2SeqTask(SequenceTask):
                 f"{' stateful' if spec.stateful else ''}: use task=sequence with another model"
             )
         if not hasattr(model, "beam_search"):
-            raise ConfigError("_target_", f"task seq2seq needs an encoder-decoder model (model=seq2seq), got {type(model).__name__}")
+            raise ConfigError(
+                "_target_", f"task seq2seq needs an encoder-decoder model (model=seq2seq), got {type(model).__name__}"
+            )
         require_choice("sampling", sampling, SAMPLINGS)
         require_choice("sampled_token", sampled_token, SAMPLED_TOKENS)
         if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
@@ -137,7 +139,7 @@ class Seq2SeqTask(SequenceTask):
 
     def shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         inputs, lengths = self.source(batch), batch["lengths"]
-        targets, target_lengths, _ = target_sequences(batch)
+        targets, target_lengths = target_sequences(batch)
         probability = self.teacher_forcing_probability(stage)
         logits, _ = self.model(
             inputs, lengths, targets=targets, target_lengths=target_lengths, teacher_forcing=probability,
@@ -146,7 +148,7 @@ class Seq2SeqTask(SequenceTask):
         loss, count = self.loss_and_count(logits, targets, target_lengths)
         log = dict(on_step=stage == "train", on_epoch=True, batch_size=count, sync_dist=stage != "train")
         self.log(f"{stage}/loss", loss, prog_bar=True, **log)
-        accuracy = self.accuracy[stage]  # the base's per-token accuracy, here of the teacher-forced pass
+        accuracy = self.accuracy[stage]  # the base's token accuracy, here of the pass that gave the loss
         accuracy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
         self.log(f"{stage}/tf_acc", accuracy, on_step=False, on_epoch=True)
         if stage == "train":
@@ -157,7 +159,7 @@ class Seq2SeqTask(SequenceTask):
 
     @torch.no_grad()
     def free_running_metrics(self, inputs, lengths, targets, target_lengths, stage: str) -> None:
-        """Decode without the gold tokens and score the result: token accuracy ``acc`` and exact sequences ``seq_acc``."""
+        """Decode without the gold tokens; score token accuracy ``acc`` and exactly decoded sequences ``seq_acc``."""
         decoded = self.model.generate(inputs, lengths, target_lengths, beam_size=self.beam_size)
         counted = targets != IGNORE_INDEX
         correct = (decoded == targets) & counted

@@ -374,7 +374,9 @@ class ExtendedKalmanFilter(PredictionOptimizer):
         chunk_size: int = 64,
     ):
         require_choice("groups", groups, EKF_GROUPS)
-        require_positive(initial_covariance=initial_covariance, measurement_noise=measurement_noise, chunk_size=chunk_size)
+        require_positive(
+            initial_covariance=initial_covariance, measurement_noise=measurement_noise, chunk_size=chunk_size
+        )
         if not process_noise >= 0.0:
             raise ConfigError("process_noise", f"must be >= 0, got {process_noise!r}")
         super().__init__(params, dict(process_noise=float(process_noise), measurement_noise=float(measurement_noise)))
@@ -534,7 +536,13 @@ class CMAES(EvolutionarySearch):
     whose mean, step size and full covariance adapt to the ranked batch losses of ``popsize`` candidates per step
     (null: cma's 4 + 3 ln n). Starts at m = the weights, sigma = ``sigma0``; the estimate is the mean m."""
 
-    def __init__(self, params: Iterable[torch.Tensor], sigma0: float = 0.1, popsize: int | None = None, seed: int | None = None):
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        sigma0: float = 0.1,
+        popsize: int | None = None,
+        seed: int | None = None,
+    ):
         require_positive(sigma0=sigma0)
         if popsize is not None:
             require_positive(popsize=popsize)
@@ -618,7 +626,7 @@ class GeneticAlgorithm(EvolutionarySearch):
 
 
 def needs_predictions(optimizer_factory) -> bool:
-    """Whether the optimizer config (a class or a ``functools.partial`` of one) builds a :class:`PredictionOptimizer`."""
+    """Whether the optimizer config (a class or a ``functools.partial`` of one) builds a PredictionOptimizer."""
     target = getattr(optimizer_factory, "func", optimizer_factory)
     return bool(getattr(target, "needs_predictions", False))
 
@@ -631,7 +639,9 @@ def check_prediction_optimizer(optimizer_factory, spec: TaskSpec, scheduler_fact
         return False
     name = getattr(optimizer_factory, "func", optimizer_factory).__name__
     if rule is not None:
-        raise ConfigError("training.rule", f"{name} updates once per batch from the whole batch; use training.rule=bptt")
+        raise ConfigError(
+            "training.rule", f"{name} updates once per batch from the whole batch; use training.rule=bptt"
+        )
     if spec.kind not in LOSS_FOR_KIND:
         raise ConfigError(
             "optimizer", f"{name} trains regression (MSE) and classification (cross-entropy) data; this data is "
@@ -695,7 +705,8 @@ def prediction_optimizer_step(task: "SequenceTask", batch: dict) -> torch.Tensor
                           "penalties (l1, l2, norm_stabilizer) are not supported with it, hooks (dropout, ...) are")
     next_state = task.carried_state.get("train")
     with_hidden = optimizer.optimizer.wants_hidden
-    if with_hidden and not (hasattr(task.model, "run_layers") and isinstance(getattr(task.model, "readout", None), nn.Module)):
+    readout = getattr(task.model, "readout", None)
+    if with_hidden and not (hasattr(task.model, "run_layers") and isinstance(readout, nn.Module)):
         raise ConfigError("optimizer.structural_damping", "needs a model with run_layers and readout; set it to 0")
     optimizer.step(closure=lambda: batch_prediction(task, batch, start_state, with_hidden))
     if task.spec.stateful:

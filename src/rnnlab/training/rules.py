@@ -18,7 +18,9 @@ task's loss (``SequenceTask.loss_and_count``) over the targets whose steps lie i
 each window is one optimizer update, clipped like the automatic path (``trainer.gradient_clip_val``). With one window
 per sequence (k1 = k2 = T, update_every >= T, block >= T) the update equals BPTT's. Sequence-level targets are scored
 at their last valid step (``task.pooling: last``); ``pooling: mean`` and CTC need the whole sequence and are refused.
-``trainer.global_step`` (and ``max_steps``) counts updates, several per batch.
+``trainer.global_step`` (and ``max_steps``) counts updates, several per batch. Loss penalties of the ``regularizer``
+group join every update; tbptt runs the model's own forward, so regularizers inside the recurrence act as in BPTT,
+while rtrl and hybrid run their own recurrence and accept only the weight penalties (l1, l2).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab.data.base import IGNORE_INDEX
 from rnnlab.errors import ConfigError, require_choice
 from rnnlab.models.base import valid_step_mask
+from rnnlab.training.regularizers import L1, L2
 from rnnlab.training.rtrl import RecurrentSensitivity
 
 log = logging.getLogger(__name__)
@@ -168,6 +171,10 @@ class ManualRule:
         trainer = task.trainer
 
         def update(objective: torch.Tensor, loss: torch.Tensor, count: int) -> bool:
+            penalty = task.regularization.penalty(task)  # of this window's forward (survey eqs. 54-55, 57)
+            if penalty is not None:
+                task.log("train/penalty", penalty, on_step=True, on_epoch=True, batch_size=count)
+                objective = objective + penalty
             if not (torch.isfinite(loss) and torch.isfinite(objective)):
                 task.diverged_at_step = task.global_step
                 trainer.should_stop = True
@@ -268,6 +275,12 @@ class _SensitivityRule(ManualRule):
         super().__init__(settings, task)
         if task.embedding is not None:
             raise ConfigError("training.rule", f"{self.name} cannot train embeddings of token inputs (use bptt, tbptt)")
+        inside = [name for name, r in task.regularization.regularizers.items() if not isinstance(r, (L1, L2))]
+        if inside:
+            raise ConfigError(
+                "training.rule", f"{self.name} runs its own recurrence, which regularizer {', '.join(inside)} "
+                "cannot reach; use l1, l2 or training.rule=bptt, tbptt"
+            )
         self.sensitivity = RecurrentSensitivity(task.model, self.name)
         self.carried_sensitivity: torch.Tensor | None = None
 
