@@ -54,6 +54,29 @@ def read_record(run_dir: str | Path) -> dict:
     return json.loads((Path(run_dir) / "summary.json").read_text())
 
 
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory):
+    """``smoke_sweep(study)``: run ``rnnlab-sweep <study> --scale smoke`` once per test session (tests of the studies
+    and the notebooks share it) and return its directory ``.../sweeps/<study>/smoke``."""
+    made: dict[str, Path] = {}
+
+    def run(study: str) -> Path:
+        if study not in made:
+            if not SHARED_DATA.is_dir() and os.environ.get("CI") == "true":
+                pytest.fail(f"{SHARED_DATA} is missing; CI needs ../shared/data beside the checkout")
+            tmp = tmp_path_factory.mktemp(f"smoke_{study}")
+            env = {**os.environ, "RNNLAB_DATA": str(SHARED_DATA), "RNNLAB_CACHE": str(tmp / "cache"),
+                   "WANDB_MODE": "offline"}
+            command = [str(Path(sys.executable).parent / "rnnlab-sweep"), study, "--scale", "smoke",
+                       "--log-dir", str(tmp)]
+            done = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True, timeout=1800)
+            assert done.returncode == 0, done.stderr[-3000:]
+            made[study] = tmp / "sweeps" / study / "smoke"
+        return made[study]
+
+    return run
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """``../shared/data``; missing data fails (not skips) under CI=true (GUIDE.md section 5)."""

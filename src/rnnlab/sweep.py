@@ -89,6 +89,35 @@ def group_commands(study: str, scale: str, log_dir: Path, extra: list[str] = ())
     return commands
 
 
+def wandb_sweeps(study: str, scale: str = "laptop") -> dict[str, dict[str, Any]]:
+    """W&B sweep configs (``wandb sweep <file>``) of the study's groups that have no arms, by group name: a grid over
+    the swept keys whose agent runs ``rnnlab-train`` with the group's fixed overrides and ``logger=wandb``. A group of
+    arms (several overrides per arm) has no W&B grid form; run it with ``rnnlab-sweep``."""
+    configs = {}
+    for group, command in group_commands(study, scale, Path("logs")).items():
+        if "/" in group:  # group/arm
+            continue
+        overrides = command[3:]  # after -m, name=..., hydra.sweep.dir=...
+        swept = [o for o in overrides if "," in o.partition("=")[2] and not o.partition("=")[2].startswith("[")]
+        configs[group] = {
+            "program": "rnnlab-train",
+            "name": f"{study}-{group}",
+            "method": "grid",
+            "metric": {"name": "val/loss", "goal": "minimize"},
+            "parameters": {
+                key: {"values": [yaml_scalar(v) for v in values.split(",")]}
+                for key, _, values in (o.partition("=") for o in swept)
+            },
+            "command": ["${env}", "rnnlab-train", "${args_no_hyphens}", command[1], "logger=wandb",
+                        *[o for o in overrides if o not in swept]],
+        }
+    return configs
+
+
+def yaml_scalar(text: str) -> Any:
+    return OmegaConf.create({"v": text}).v if not text.lstrip("-").isdigit() else int(text)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rnnlab-sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("study", help="a file of sweeps/ without .yaml")

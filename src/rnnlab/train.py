@@ -98,7 +98,7 @@ def build_model(model_cfg: DictConfig, input_size: int, output_size: int):
 
 def build(cfg: DictConfig, stats: RunStats):
     """Instantiate datamodule, model, task module, loggers and trainer, in that order."""
-    check_training_rule(cfg)
+    check_task_honours_training(cfg)
     datamodule = make(cfg, "data")
     with config_errors("data"):
         datamodule.prepare_data()
@@ -122,14 +122,17 @@ def build(cfg: DictConfig, stats: RunStats):
     return datamodule, module, loggers, trainer
 
 
-def check_training_rule(cfg: DictConfig) -> None:
-    """``training.*`` is valid, and a rule other than BPTT goes to a task that honours it (esn trains in closed form)."""
+def check_task_honours_training(cfg: DictConfig) -> None:
+    """``training.*`` is valid, and a learning rule other than BPTT or a regularizer goes to a task that honours it
+    (esn fits its readout in closed form)."""
     training = cfg.get("training")
     with config_errors("training"):
         TrainingSettings.from_config(training)
+    task = HydraConfig.get().runtime.choices.get("task")
     if training is not None and training.rule != "bptt" and "training" not in cfg.task:
-        choice = HydraConfig.get().runtime.choices.get("task")
-        raise ConfigError("training.rule", f"is {training.rule}, but task {choice} trains its own way; use bptt")
+        raise ConfigError("training.rule", f"is {training.rule}, but task {task} trains its own way; use bptt")
+    if cfg.get("regularizer") and "regularizers" not in cfg.task:
+        raise ConfigError("regularizer", f"task {task} trains its own way and takes no regularizers; use none")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -195,6 +198,7 @@ def new_record(cfg: DictConfig) -> dict[str, Any]:
         "model": choices.get("model"),
         "data": choices.get("data"),
         "optimizer": choices.get("optimizer"),
+        "regularizers": sorted(cfg.get("regularizer") or {}),
         "seed": cfg.seed,
         "params": None,
         "steps": 0,

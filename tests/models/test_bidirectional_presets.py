@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from conftest import compose_config, train_in_process
+from rnnlab.train import build_model
 from zoo_checks import check_interface
 
 PRESETS = {"brnn": "elman", "blstm": "lstm", "bgru": "gru"}
@@ -28,9 +28,7 @@ def test_backward_direction_reads_each_sequence_reversed_within_its_length(tmp_p
     """Both directions see exactly the valid steps: a padded sequence gives what the truncated one gives."""
     torch.manual_seed(0)
     cfg = compose_config(tmp_path, [f"model={preset}", "model.hidden_size=4"]).model
-    with open_dict(cfg):
-        del cfg["param_budget"]
-    model = instantiate(cfg)(input_size=2, output_size=1)
+    model = build_model(cfg, input_size=2, output_size=1)
     assert model.num_directions == 2
     check_interface(model, 2, 1, carried=False)
     x = torch.randn(1, 6, 2)

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from conftest import REPO, train_in_process
 from rnnlab.errors import ConfigError
 from rnnlab.models.reservoir import EchoStateNetwork, random_reservoir
+from rnnlab.train import INIT_KEYS
 from zoo_checks import check_interface
 
 IN, OUT = 3, 2
@@ -114,6 +115,8 @@ def test_bad_settings_name_their_key(kwargs, key):
 def test_config_keys_are_constructor_arguments():
     cfg = OmegaConf.load(Path(REPO) / "conf" / "model" / "esn.yaml")
     assert cfg.pop("param_budget") is None
+    for key in INIT_KEYS:  # read by rnnlab.models.initialization, not the constructor
+        cfg.pop(key)
     cfg.pop("defaults")
     model = instantiate(cfg)(input_size=IN, output_size=OUT)
     assert model.hidden_size == cfg.hidden_size

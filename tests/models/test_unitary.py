@@ -22,6 +22,7 @@ from rnnlab.models.unitary import (
     UnitaryRNN,
     modrelu,
 )
+from rnnlab.train import INIT_KEYS
 from zoo_checks import check_interface
 
 IN, OUT, H = 3, 2, 6
@@ -220,6 +221,8 @@ def test_bad_settings_name_their_key(build, key):
 def test_config_keys_are_constructor_arguments(name):
     cfg = OmegaConf.load(Path(REPO) / "conf" / "model" / f"{name}.yaml")
     assert cfg.pop("param_budget") is None
+    for key in INIT_KEYS:  # read by rnnlab.models.initialization, not the constructor
+        cfg.pop(key)
     model = instantiate(cfg)(input_size=IN, output_size=OUT)
     assert model.hidden_size == cfg.hidden_size
 

@@ -233,9 +233,12 @@ def _sort_key(value: str) -> tuple:
 
 
 def ignored(key: str, swept: Iterable[str]) -> bool:
-    """Keys left out of the identical-conditions check: swept, seeds, paths, output dirs, logger ids."""
+    """Keys left out of the identical-conditions check: swept, seeds, paths, output dirs, logger ids, and the task
+    when the model is swept (a family that trains its own way selects its LightningModule: conf/model/esn.yaml)."""
     root = key.split(".", 1)[0]
     if root in IGNORED_ROOTS or key in SEED_KEYS or IGNORED_LEAF.search(key.rsplit(".", 1)[-1]):
+        return True
+    if root == "task" and "model" in swept:
         return True
     return any(key == s or key.startswith(s + ".") for s in swept)
 

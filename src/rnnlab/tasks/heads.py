@@ -22,7 +22,8 @@ task's ``embedding_dim``) and hands these features h [N, D] to a head, which own
 s(w, h) = u_w . h + b_w are the scores of one output embedding; nce and sampled score exactly with the full softmax
 of these scores. Their biases start at log q(w), so every score starts as the unigram model (words a short run
 never samples keep sensible scores under the exact softmax). Noise words are drawn once per training step, shared
-by the batch. q is the training split's add-one smoothed unigram distribution.
+by the batch. q is the training split's add-one smoothed unigram distribution; classes and the Huffman tree are
+built from the same counts + 1, so words absent from a (sub-sampled) training split keep a fair share.
 """
 
 from __future__ import annotations
@@ -98,14 +99,14 @@ def frequency_classes(counts: torch.Tensor, classes: int) -> torch.Tensor:
     """
     counts = [int(count) for count in counts.tolist()]
     total = sum(counts)
-    assigned = torch.empty(len(counts), dtype=torch.long)
+    assigned = [0] * len(counts)
     current = cumulative = 0
     for word in sorted(range(len(counts)), key=lambda word: (-counts[word], word)):
         cumulative += counts[word]
         assigned[word] = current
         if cumulative * classes > (current + 1) * total and current < classes - 1:  # mass > (a + 1) / C, exactly
             current += 1
-    return assigned
+    return torch.tensor(assigned)
 
 
 class ClassSoftmax(OutputHead):
@@ -119,7 +120,7 @@ class ClassSoftmax(OutputHead):
         vocab_size = len(counts)
         super().__init__(features, vocab_size)
         classes = round(math.sqrt(vocab_size)) if classes is None else classes
-        word_class = frequency_classes(counts, classes)
+        word_class = frequency_classes(counts + 1, classes)
         self.classes = int(word_class.max()) + 1
         members = torch.argsort(word_class * vocab_size + torch.arange(vocab_size))  # by class, then by id
         sizes = torch.bincount(word_class, minlength=self.classes)
@@ -208,7 +209,7 @@ class HierarchicalSoftmax(OutputHead):
     def __init__(self, features: int, counts: torch.Tensor, tree: str = "huffman"):
         vocab_size = len(counts)
         super().__init__(features, vocab_size)
-        parent, sign = huffman_tree(counts if tree == "huffman" else torch.ones_like(counts))
+        parent, sign = huffman_tree(counts + 1 if tree == "huffman" else torch.ones_like(counts))
         parents, signs, depths = parent.tolist(), sign.tolist(), node_depths(parent)
         self.max_depth = max(depths)
         path_nodes = [[0] * self.max_depth for _ in range(vocab_size)]  # inner node ids (node - V), padded with 0
@@ -244,11 +245,9 @@ class HierarchicalSoftmax(OutputHead):
         scores = self.node_layer(h.reshape(-1, self.features))  # [N, V-1]
         terms = torch.cat([F.logsigmoid(scores), scores], dim=-1)  # [N, 2(V-1)]
         size = (self.vocab_size, terms.shape[-1])
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
-            paths = torch.sparse_csr_tensor(
-                self.path_rows, self.path_columns, self.path_values, size, check_invariants=False
-            )
+        with warnings.catch_warnings():  # torch's notes that sparse CSR is in beta and unchecked by default
+            warnings.filterwarnings("ignore", "Sparse (CSR tensor support|invariant checks)")
+            paths = torch.sparse_csr_tensor(self.path_rows, self.path_columns, self.path_values, size)
         return (paths @ terms.T).T.reshape(*h.shape[:-1], self.vocab_size)
 
 
@@ -339,9 +338,11 @@ def make_head(
     if name == "full":
         return FullSoftmax(features, vocab_size)
     if name == "class_softmax":
-        if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int)
-                                    or not 1 <= classes <= vocab_size):
-            raise ConfigError("head_options.classes", f"must be null or an integer in [1, {vocab_size}], got {classes!r}")
+        valid = isinstance(classes, int) and not isinstance(classes, bool) and 1 <= classes <= vocab_size
+        if classes is not None and not valid:
+            raise ConfigError(
+                "head_options.classes", f"must be null or an integer in [1, {vocab_size}], got {classes!r}"
+            )
         return ClassSoftmax(features, counts, classes)
     if name == "hierarchical_softmax":
         require_choice("head_options.tree", tree, TREES)
