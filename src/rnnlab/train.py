@@ -150,7 +150,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     failure: Exception | None = None
     try:
         datamodule, module, loggers, trainer = build(cfg, stats)
-        record["params"] = count_parameters(module.model)
+        head = getattr(module, "output_head", None)  # a factorised softmax owns the output word embedding
+        record["params"] = count_parameters(module.model) + (count_parameters(head) if head is not None else 0)
         record["hidden_size"] = getattr(module.model, "hidden_size", None)
         record["data_note"] = getattr(datamodule, "note", None)  # e.g. a substitute split used offline
         record["baseline"] = datamodule.task.baseline  # the data's trivial-predictor loss, for "solved" verdicts
