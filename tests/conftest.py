@@ -54,6 +54,18 @@ def read_record(run_dir: str | Path) -> dict:
     return json.loads((Path(run_dir) / "summary.json").read_text())
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: many tiny ops (step-by-step loops, small batches) are latency-bound, and on a
+    shared 2-core machine a second thread's synchronisation costs up to a hundredfold the work."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def smoke_sweep(tmp_path_factory):
     """``smoke_sweep(study)``: run ``rnnlab-sweep <study> --scale smoke`` once per test session (tests of the studies

@@ -30,13 +30,7 @@ from rnnlab.models.initialization import initialize
 from rnnlab.tasks.sequence import SequenceTask
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Step-by-step probes are many tiny ops, which thread contention on a shared machine slows a hundredfold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # every test here: see conftest.one_thread
 
 
 class LinearRNN(nn.Module):

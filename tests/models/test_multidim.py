@@ -374,15 +374,6 @@ def test_param_budget_picks_a_hidden_size_within_five_percent(tmp_path, name):
 # --- learning -----------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def one_thread():
-    """Learning tests run on one core (the shared CPU is oversubscribed with more threads)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name, epochs", [("mdlstm", 5), ("mdrnn", 4), ("renet", 4)])
 def test_image_models_learn_8x8_digits(tmp_path, one_thread, name, epochs):

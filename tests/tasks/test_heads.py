@@ -320,15 +320,6 @@ TRAIN_TOKENS = 150_000
 TEST_BATCHES = 8
 
 
-@pytest.fixture
-def one_thread():
-    """Small per-step ops: on a shared 2-core machine two threads' synchronisation costs ~100x the work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def unigram_perplexity_of_test_batches(root: str) -> float:
     """Perplexity of the add-one smoothed training unigram on exactly the targets the run's test batches score."""
     data = PTBWordDataModule(root=root, max_train_tokens=TRAIN_TOKENS)

@@ -22,15 +22,6 @@ SPEC = TaskSpec(kind="classification", per_step=True, metric="acc")
 SGD = functools.partial(torch.optim.SGD, lr=0.1)
 
 
-@pytest.fixture
-def one_thread():
-    """Step-by-step decoding of small batches is latency-bound: a second torch thread only adds synchronisation."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def seq2seq(input_size=10, classes=8) -> Seq2Seq:
     return Seq2Seq(input_size, classes, functools.partial(GRU), functools.partial(GRU), hidden_size=8)
 

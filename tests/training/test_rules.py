@@ -330,15 +330,6 @@ def test_a_wrong_rule_fails_with_one_line_naming_the_key(tmp_path):
     assert "training.rule" in record["error"] and "tbptt" in record["error"] and "\n" not in record["error"]
 
 
-@pytest.fixture
-def one_thread():
-    """Learning tests are sized for one core; more threads only contend on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("rule", ["tbptt", "rtrl"])
 def test_rule_learns_the_adding_problem(tmp_path, one_thread, rule):
