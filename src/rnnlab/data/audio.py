@@ -27,7 +27,7 @@ import torch
 import torchaudio
 
 from rnnlab.data.base import SequenceDataModule, SequenceDataset, TaskSpec
-from rnnlab.data.cache import cached, download, sha256_of
+from rnnlab.data.cache import cached, download, extract_tar, sha256_of
 from rnnlab.errors import ConfigError, require_choice, require_positive
 
 FEATURES = ("raw", "mel", "mfcc")
@@ -564,7 +564,7 @@ def extract(archive: Path, destination: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=destination.name + ".", suffix=".partial", dir=destination.parent))
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(staging, filter="data")
+            extract_tar(tar, staging)
         if destination.exists():
             for item in staging.iterdir():
                 item.replace(destination / item.name)

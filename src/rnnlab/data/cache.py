@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import tarfile
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -80,3 +81,16 @@ def download(url: str, destination: Path, sha256: str) -> Path:
         raise
     partial.replace(destination)
     return destination
+
+
+def extract_tar(tar: tarfile.TarFile, destination: str | Path) -> None:
+    """Extract ``tar`` into ``destination`` refusing members that would land outside it or are links or devices:
+    tarfile's ``data`` filter where Python has it (3.11.4+), the same check by hand before that."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(destination, filter="data")
+        return
+    root = Path(destination).resolve()
+    for member in tar.getmembers():
+        if not (root / member.name).resolve().is_relative_to(root) or not (member.isfile() or member.isdir()):
+            raise tarfile.TarError(f"refusing archive member {member.name!r} (outside the folder, a link or a device)")
+    tar.extractall(destination)

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from rnnlab.data.base import SequenceDataModule, SequenceDataset, TaskSpec
-from rnnlab.data.cache import cached, download, verify_checksum
+from rnnlab.data.cache import cached, download, extract_tar, verify_checksum
 from rnnlab.errors import ConfigError, require_positive
 
 log = logging.getLogger(__name__)
@@ -388,7 +388,7 @@ class IMDBDataModule(SequenceDataModule):
         with tempfile.TemporaryDirectory(dir=self.root, prefix=".extract-") as scratch:
             try:
                 with tarfile.open(archive, "r:gz") as tar:
-                    tar.extractall(scratch, filter="data")
+                    extract_tar(tar, scratch)
             except (tarfile.TarError, OSError, EOFError) as error:
                 raise ConfigError("root", f"{archive} could not be extracted ({error}); delete it and download again")
             extracted = Path(scratch) / self.FOLDER
