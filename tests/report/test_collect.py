@@ -125,3 +125,14 @@ def test_a_wandb_run_becomes_a_record():
     assert record["config"]["name"] == "sweep1" and record["params"] == 17473
     assert record_from_wandb(config, {}, "crashed", "model=gru", None)["status"] == "failed"
     assert record_from_wandb(config, {}, "running", "model=gru", None) is None
+
+
+def test_task_copies_of_a_swept_group_are_part_of_the_sweep():
+    """conf/task/sequence.yaml copies training and regularizer into the task: sweeping them is not a mixed study."""
+    from rnnlab.report.collect import ignored
+
+    assert ignored("task.training.rule", ["training.rule"])
+    assert ignored("task.regularizers.l2.weight", ["regularizer"])
+    assert ignored("task.ridge", ["model"])  # a family that selects its own task
+    assert not ignored("task.pooling", ["training.rule"])
+    assert not ignored("task.training.k1", ["regularizer"])

@@ -80,3 +80,11 @@ def test_markdown_csv_and_html_are_written(tmp_path, capsys):
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # self-contained: nothing fetched
     with open(out / "runs.csv") as handle:
         assert sum(1 for _ in csv.DictReader(handle)) == 14
+
+
+def test_an_arm_spec_keeps_list_values_whole():
+    from rnnlab.report.tables import parse_arm_spec
+
+    assert parse_arm_spec("callbacks=[minimal,early_stopping]") == [("callbacks", "[minimal,early_stopping]")]
+    assert parse_arm_spec("model=lstm,data.seq_len=50") == [("model", "lstm"), ("data.seq_len", "50")]
+    assert parse_arm_spec("regularizer=[l2,zoneout] lstm") == [("regularizer", "[l2,zoneout]"), (None, "lstm")]

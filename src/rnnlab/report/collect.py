@@ -232,14 +232,21 @@ def _sort_key(value: str) -> tuple:
         return (1, 0.0, value)
 
 
+TASK_COPIES = {"regularizers": "regularizer"}  # task key -> the top-level group it copies, where the names differ
+
+
 def ignored(key: str, swept: Iterable[str]) -> bool:
     """Keys left out of the identical-conditions check: swept, seeds, paths, output dirs, logger ids, and the task
     when the model is swept (a family that trains its own way selects its LightningModule: conf/model/esn.yaml)."""
     root = key.split(".", 1)[0]
     if root in IGNORED_ROOTS or key in SEED_KEYS or IGNORED_LEAF.search(key.rsplit(".", 1)[-1]):
         return True
-    if root == "task" and "model" in swept:
-        return True
+    if root == "task":
+        if "model" in swept:
+            return True
+        # the task config copies top-level groups (conf/task/sequence.yaml: training, regularizers, head)
+        head, _, rest = key.partition(".")[2].partition(".")
+        key = ".".join(part for part in (TASK_COPIES.get(head, head), rest) if part)
     return any(key == s or key.startswith(s + ".") for s in swept)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import html
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -47,7 +48,7 @@ def primary_metric(study: Study, requested: str | None = None) -> str | None:
 def parse_arm_spec(spec: str) -> list[tuple[str | None, str]]:
     """``"model=lstm data.seq_len=50"`` -> ``[("model", "lstm"), ("data.seq_len", "50")]``; a bare value has key None."""
     pairs: list[tuple[str | None, str]] = []
-    for token in spec.replace(",", " ").split():
+    for token in filter(None, re.split(r"\s+|,(?![^\[\]]*\])", spec)):  # commas inside [...] belong to a value
         key, sep, value = token.partition("=")
         pairs.append((key, value) if sep else (None, token))
     return pairs
