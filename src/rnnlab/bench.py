@@ -405,26 +405,27 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     reference, rows = run_bench(configs, sizes, args.repeats, args.warmup, device, CLOCKS[args.clock])
     table = results_table(reference, rows, sizes, args.max_ratio)
-    env = environment(device)
-    table.caption = (
-        f"{env['device']}, {env['threads']} threads, {args.clock} clock, median of {args.repeats}; "
-        "x nn.LSTM: median ratio of paired steps"
+    return report_rows(
+        args, table, device, sizes, rows, "x nn.LSTM: median ratio of paired steps",
+        reference=asdict(reference), rows=[asdict(row) | {"label": row.label} for row in rows],
     )
+
+
+def report_rows(args, table: Table, device: torch.device, sizes, measured: list, note: str, **json_rows) -> int:
+    """Print ``table`` with the machine in its caption, write ``--json`` (settings, env and ``json_rows``), and
+    return the exit status: 1 when a row failed."""
+    env = environment(device)
+    table.caption = f"{env['device']}, {env['threads']} threads, {args.clock} clock, median of {args.repeats}; {note}"
     Console(width=200).print(table)
     if args.json:
         result = {
-            "sizes": asdict(sizes),
-            "repeats": args.repeats,
-            "warmup": args.warmup,
-            "clock": args.clock,
-            "env": env,
-            "reference": asdict(reference),
-            "rows": [asdict(row) | {"label": row.label} for row in rows],
+            "sizes": asdict(sizes), "repeats": args.repeats, "warmup": args.warmup, "clock": args.clock, "env": env,
+            **json_rows,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
         log.info("wrote %s", args.json)
-    return 1 if any(row.status == "error" for row in rows) else 0
+    return 1 if any(row.status == "error" for row in measured) else 0
 
 
 # ---------------------------------------------------------------------------------------------------- Output heads
@@ -622,25 +623,10 @@ def heads_main(argv: list[str]) -> int:
     device = torch.device(args.device)
     rows = run_head_bench(sizes, args.names, args.repeats, args.warmup, device, CLOCKS[args.clock])
     table = heads_table(rows, sizes)
-    env = environment(device)
-    table.caption = (
-        f"{env['device']}, {env['threads']} threads, {args.clock} clock, median of {args.repeats}; "
-        "x faster: median over paired steps of full softmax time / head time"
+    return report_rows(
+        args, table, device, sizes, rows, "x faster: median over paired steps of full softmax time / head time",
+        rows=[asdict(row) for row in rows],
     )
-    Console(width=200).print(table)
-    if args.json:
-        result = {
-            "sizes": asdict(sizes),
-            "repeats": args.repeats,
-            "warmup": args.warmup,
-            "clock": args.clock,
-            "env": env,
-            "rows": [asdict(row) for row in rows],
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
-        log.info("wrote %s", args.json)
-    return 1 if any(row.status == "error" for row in rows) else 0
 
 
 if __name__ == "__main__":
