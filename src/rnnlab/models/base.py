@@ -349,11 +349,39 @@ class FusedRecurrentNetwork(RecurrentNetwork):
         raise NotImplementedError
 
     def run_layers(self, x, lengths, state):
+        """The fused kernel, with the cheapest exact treatment of ``lengths`` (GUIDE.md section 6): none when every
+        sequence fills the batch; for a unidirectional network, the padded batch in segments (``run_segments``);
+        packing only for a bidirectional one, whose backward direction must start at each sequence's own end."""
         if not self.use_fused or self.active_hook() is not None:
             return super().run_layers(x, lengths, state)
-        if lengths is None:
+        if lengths is None or bool((lengths == x.shape[1]).all()):
             return self.rnn(x, state)
+        if self.num_directions == 1:
+            return self.run_segments(x, lengths, state)
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         hidden, state = self.rnn(packed, state)
         hidden, _ = nn.utils.rnn.pad_packed_sequence(hidden, batch_first=True, total_length=x.shape[1])
         return hidden, state
+
+    def run_segments(self, x: torch.Tensor, lengths: torch.Tensor, state):
+        """Run the kernel unpacked over the padded batch, one call per segment of time that ends at one of the
+        batch's distinct lengths, and keep each sequence's state from the call that ends at its length.
+
+        Padding is at the end, so steps past a sequence's length never reach its valid steps; their outputs are
+        zeroed. On a CPU this costs what the padded batch costs plus one kernel call per distinct length, where
+        packing costs 2-6x (``rnnlab-bench --loop``; length-bucketed batches, ``data.bucket``, cut the calls).
+        """
+        lengths = lengths.to(x.device)
+        outputs, final, start = [], None, 0
+        for end in torch.unique(lengths).tolist():
+            hidden, state = self.rnn(x[:, start:end], state)
+            outputs.append(hidden)
+            ends_here = (lengths == end).view(1, -1, 1)
+            tensors = state if isinstance(state, tuple) else (state,)
+            final = tensors if final is None else tuple(torch.where(ends_here, s, f) for s, f in zip(tensors, final))
+            start = end
+        if start < x.shape[1]:  # time steps past the longest sequence
+            outputs.append(x.new_zeros(x.shape[0], x.shape[1] - start, self.hidden_size * self.num_directions))
+        hidden = torch.cat(outputs, dim=1)
+        hidden = hidden.masked_fill(~valid_step_mask(lengths, *x.shape[:2], x.device).unsqueeze(-1), 0.0)
+        return hidden, final if isinstance(state, tuple) else final[0]

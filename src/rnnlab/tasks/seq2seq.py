@@ -146,11 +146,8 @@ class Seq2SeqTask(SequenceTask):
             sample=self.sample_tokens,
         )
         loss, count = self.loss_and_count(logits, targets, target_lengths)
-        log = dict(on_step=stage == "train", on_epoch=True, batch_size=count, sync_dist=stage != "train")
-        self.log(f"{stage}/loss", loss, prog_bar=True, **log)
-        accuracy = self.accuracy[stage]  # the base's token accuracy, here of the pass that gave the loss
-        accuracy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-        self.log(f"{stage}/tf_acc", accuracy, on_step=False, on_epoch=True)
+        self.record(stage, "loss", loss, count, prog_bar=True)
+        self.record_accuracy(stage, "tf_acc", logits, targets, count)  # token accuracy of the pass that gave the loss
         if stage == "train":
             self.log("train/teacher_forcing_prob", probability, on_step=True, on_epoch=False, batch_size=count)
         else:

@@ -26,6 +26,43 @@ from rnnlab.tasks.heads import task_head
 
 POOLINGS = ("last", "mean")
 STAGES = ("train", "val", "test")
+EVALUATION_STAGES = ("val", "test")
+
+
+class TrainingLog:
+    """Training metrics at the cost of a few tensor operations per step (GUIDE.md section 6).
+
+    ``LightningModule.log`` costs about half a millisecond a call on a CPU (a tenth of the default job's step), so
+    the training loop calls it only on the steps the loggers write (``trainer.log_every_n_steps``), for the step's
+    value as ``<name>_step``, and once per epoch, in ``flush``, for the epoch's mean weighted by the number of
+    targets as ``<name>``: the names and values Lightning gives ``self.log(..., on_step=True, on_epoch=True)``,
+    whose epoch value it files under ``<name>_epoch``. Epoch means are per process, as they were before.
+    """
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.weights: dict[str, int] = {}
+        self.at_epoch_end: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+
+    def add(self, task: pl.LightningModule, name: str, value: torch.Tensor, weight: int, prog_bar: bool = False,
+            at_epoch_end: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """Add ``value``, a mean over ``weight`` targets; ``at_epoch_end`` maps the epoch mean to what is logged
+        (no step values then: perplexity is a function of the epoch's mean loss only)."""
+        value = value.detach()
+        self.sums[name] = self.sums[name] + value * weight if name in self.sums else value * weight
+        self.weights[name] = self.weights.get(name, 0) + weight
+        if at_epoch_end is not None:
+            self.at_epoch_end[name] = at_epoch_end
+        elif task._trainer is not None and task._trainer._logger_connector.should_update_logs:  # as Lightning asks
+            task.log(f"{name}_step", value, on_step=True, on_epoch=False, prog_bar=prog_bar)
+
+    def flush(self, task: pl.LightningModule) -> None:
+        """Log each epoch mean and start the next epoch afresh."""
+        for name, total in self.sums.items():
+            mean = total / max(self.weights[name], 1)
+            task.log(name, self.at_epoch_end.get(name, lambda x: x)(mean), on_step=False, on_epoch=True)
+        self.sums.clear()
+        self.weights.clear()
 
 
 class StageDict(nn.ModuleDict):
@@ -34,8 +71,8 @@ class StageDict(nn.ModuleDict):
     Stored under ``<stage>_`` because ``nn.Module`` already has an attribute ``train``, which ModuleDict refuses as a key.
     """
 
-    def __init__(self, make: Callable[[], nn.Module]):
-        super().__init__({f"{stage}_": make() for stage in STAGES})
+    def __init__(self, make: Callable[[], nn.Module], stages: tuple[str, ...] = STAGES):
+        super().__init__({f"{stage}_": make() for stage in stages})
 
     def __getitem__(self, stage: str) -> nn.Module:
         return super().__getitem__(f"{stage}_")
@@ -97,7 +134,7 @@ class SequenceTask(pl.LightningModule):
         self.embedding = nn.Embedding(spec.input_vocab, embedding_dim) if spec.input_vocab is not None else None
         self.carried_state: dict[str, object] = {}  # stage -> detached state of the previous batch (stateful data)
         if spec.metric == "ppl":
-            self.perplexity = StageDict(EpochPerplexity)
+            self.perplexity = StageDict(EpochPerplexity, EVALUATION_STAGES)  # training: TrainingLog
         if spec.kind == "ctc":
             self.label_error_rate = StageDict(LabelErrorRate)
         self.model = model
@@ -118,13 +155,15 @@ class SequenceTask(pl.LightningModule):
         # output layer over a large vocabulary (rnnlab.tasks.heads): None is the model's own readout (head=full)
         self.output_head = task_head(head, head_options, model, spec, unigram_counts, self.prediction_optimizer)
         self.run_seed = torch.initial_seed()  # the run's seed: rnnlab.train seeds everything before building this
+        self.training_log = TrainingLog()
         if spec.kind == "classification":
             self.accuracy = StageDict(
                 lambda: torchmetrics.Accuracy(
                     task="multiclass",
                     num_classes=getattr(self.output_head, "vocab_size", model.output_size),
                     ignore_index=IGNORE_INDEX,
-                )
+                ),
+                EVALUATION_STAGES,  # training: TrainingLog
             )
 
     @property
@@ -189,26 +228,47 @@ class SequenceTask(pl.LightningModule):
         loss, count = self.loss_and_count(
             predictions, targets, batch["lengths"], target_mask, target_lengths=batch.get("target_lengths")
         )
-        log = dict(on_step=stage == "train", on_epoch=True, batch_size=count, sync_dist=stage != "train")
-        self.log(f"{stage}/loss", loss, prog_bar=True, **log)
-        if self.spec.metric == "mse":
-            self.log(f"{stage}/mse", loss, **log)
+        self.record(stage, "loss", loss, count, prog_bar=True)
+        if self.spec.metric in ("mse", "nll"):
+            self.record(stage, self.spec.metric, loss, count)
         elif self.spec.metric == "bpc":
-            self.log(f"{stage}/bpc", loss / math.log(2), **log)
+            self.record(stage, "bpc", loss / math.log(2), count)
         elif self.spec.metric == "ppl" and not (head_training and not self.output_head.exact_loss):
-            self.perplexity[stage].update(loss.detach(), weight=count)
-            self.log(f"{stage}/ppl", self.perplexity[stage], on_step=False, on_epoch=True)
-        elif self.spec.metric == "nll":
-            self.log(f"{stage}/nll", loss, **log)
+            if stage == "train":  # exp of the epoch's token-weighted mean loss, as EpochPerplexity computes it
+                self.training_log.add(self, "train/ppl", loss, count, at_epoch_end=torch.exp)
+            else:
+                self.perplexity[stage].update(loss.detach(), weight=count)
+                self.log(f"{stage}/ppl", self.perplexity[stage], on_step=False, on_epoch=True)
         if self.spec.kind == "classification" and not head_training:
-            accuracy = self.accuracy[stage]
-            accuracy(predictions.reshape(-1, predictions.shape[-1]), targets.reshape(-1))
-            self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage != "train")
+            self.record_accuracy(stage, "acc", predictions, targets, count, prog_bar=True)
         if self.spec.kind == "ctc":
             error_rate = self.label_error_rate[stage]
             error_rate.update(greedy_ctc_decode(predictions, batch["lengths"]), targets, batch["target_lengths"])
-            self.log(f"{stage}/ler", error_rate, on_step=False, on_epoch=True, prog_bar=stage != "train")
+            if stage != "train":
+                self.log(f"{stage}/ler", error_rate, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def record(self, stage: str, name: str, value: torch.Tensor, count: int, prog_bar: bool = False) -> None:
+        """Log ``<stage>/<name>``, a mean over ``count`` targets: training through ``training_log``, validation and
+        test through ``self.log`` (epoch means, synchronised across processes)."""
+        if stage == "train":
+            self.training_log.add(self, f"train/{name}", value, count, prog_bar=prog_bar)
+        else:
+            self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, batch_size=count, sync_dist=True,
+                     prog_bar=prog_bar)
+
+    def record_accuracy(
+        self, stage: str, name: str, logits: torch.Tensor, targets: torch.Tensor, count: int, prog_bar: bool = False
+    ) -> None:
+        """Log ``<stage>/<name>``, the micro accuracy of ``logits`` [..., C] on the ``count`` targets [...] that are
+        not IGNORE_INDEX (training: counted here; validation and test: torchmetrics' Accuracy, synchronised)."""
+        logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        if stage == "train":
+            correct = ((logits.argmax(-1) == targets) & (targets != IGNORE_INDEX)).sum()
+            self.training_log.add(self, f"train/{name}", correct / max(count, 1), count)
+        else:
+            self.accuracy[stage].update(logits, targets)
+            self.log(f"{stage}/{name}", self.accuracy[stage], on_step=False, on_epoch=True, prog_bar=prog_bar)
 
     def run_model(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         """The model's outputs [B, T, C] for a batch: token ids embedded, stateful data continuing ``stage``'s state.
@@ -240,6 +300,10 @@ class SequenceTask(pl.LightningModule):
             self.rule.on_fit_start(self)  # manual optimization from here on
 
     def on_train_epoch_end(self):
+        self.training_log.flush(self)
+        if self.spec.kind == "ctc":
+            self.log("train/ler", self.label_error_rate["train"].compute(), on_step=False, on_epoch=True)
+            self.label_error_rate["train"].reset()
         if self.rule is not None:
             self.rule.on_train_epoch_end(self)  # epoch schedulers, as the automatic loop steps them
 
@@ -251,7 +315,7 @@ class SequenceTask(pl.LightningModule):
         loss = self.shared_step(batch, "train")
         penalty = self.regularization.penalty(self)  # survey eqs. 54-55, 57; train/loss stays the data loss
         if penalty is not None:
-            self.log("train/penalty", penalty, on_step=True, on_epoch=True, batch_size=batch["lengths"].shape[0])
+            self.record("train", "penalty", penalty, batch["lengths"].shape[0])
             loss = loss + penalty
         if not torch.isfinite(loss):
             self.diverged_at_step = self.global_step

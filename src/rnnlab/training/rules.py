@@ -173,7 +173,7 @@ class ManualRule:
         def update(objective: torch.Tensor, loss: torch.Tensor, count: int) -> bool:
             penalty = task.regularization.penalty(task)  # of this window's forward (survey eqs. 54-55, 57)
             if penalty is not None:
-                task.log("train/penalty", penalty, on_step=True, on_epoch=True, batch_size=count)
+                task.record("train", "penalty", penalty, count)
                 objective = objective + penalty
             if not (torch.isfinite(loss) and torch.isfinite(objective)):
                 task.diverged_at_step = task.global_step
