@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import partial
+from typing import Callable
 
 import pytorch_lightning as pl
 import torch
@@ -24,6 +25,7 @@ from rnnlab.errors import ConfigError, require_positive
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
+INDEX_BATCHES_BYTES = 256 * 2**20  # the largest padded copy of a split kept for batching by index
 TASK_KINDS = ("regression", "classification", "ctc", "multilabel")
 METRICS = ("mse", "acc", "bpc", "ppl", "ler", "nll")
 
@@ -56,6 +58,8 @@ class TaskSpec:
 class SequenceDataset(Dataset):
     """In-memory sequences: a list of [T_i, F] input tensors and their targets."""
 
+    batch_by_index = True  # see IndexBatches
+
     def __init__(self, inputs: list[torch.Tensor] | torch.Tensor, targets: list[torch.Tensor] | torch.Tensor):
         if len(inputs) != len(targets):
             raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
@@ -76,6 +80,8 @@ def pad_collate(
 
     Items are (inputs, targets) or (inputs, targets, target_mask [T] bool), the mask batched as ``target_mask``.
     """
+    if isinstance(items, dict):  # a batch an IndexBatches split collated itself
+        return items
     inputs, targets, *masks = zip(*items)
     lengths = torch.tensor([x.shape[0] for x in inputs], dtype=torch.long)
     padded = torch.nn.utils.rnn.pad_sequence(list(inputs), batch_first=True)
@@ -92,6 +98,47 @@ def pad_collate(
     if masks:
         batch["target_mask"] = torch.nn.utils.rnn.pad_sequence(list(masks[0]), batch_first=True, padding_value=False)
     return batch
+
+
+class IndexBatches(Dataset):
+    """An in-memory split served a batch at a time by indexing one collated copy of the whole split.
+
+    Collating a batch item by item costs a Python call and a copy per sequence; the DataLoader instead asks
+    ``__getitems__`` for all of a batch's indices and gets the rows of ``collate(every item)``, cut to the batch's
+    longest sequence (and, for CTC, its longest label sequence): exactly ``collate`` of the batch's items, as the
+    padding values are constants. ``collate`` passes the finished batch through.
+    """
+
+    def __init__(self, items: Dataset, collate: Callable[[list], dict[str, torch.Tensor]], per_step: bool, kind: str):
+        self.items = items
+        self.whole = collate([items[i] for i in range(len(items))])
+        self.per_step_keys = ["inputs", "target_mask"] + (["targets"] if per_step and kind != "ctc" else [])
+        self.ctc = kind == "ctc"
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        return self.items[index]
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.as_tensor(indices)
+        batch = {key: value[index] for key, value in self.whole.items()}
+        steps = int(batch["lengths"].max())
+        for key in self.per_step_keys:
+            if key in batch:
+                batch[key] = batch[key][:, :steps]
+        if self.ctc:
+            batch["targets"] = batch["targets"][:, : int(batch["target_lengths"].max())]
+        return batch
+
+
+def padded_copy_fits(items: Dataset, limit_bytes: int) -> bool:
+    """Whether a padded copy of ``items`` (inputs at the longest length, like collate's) stays under the limit."""
+    lengths = [len(items[i][0]) for i in range(len(items))]
+    first = items[0][0]
+    per_step = first[0].numel() if first.dim() > 1 else 1
+    return len(lengths) * max(lengths, default=0) * per_step * first.element_size() <= limit_bytes
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -117,28 +164,61 @@ class EpochShuffle(Sampler[int]):
         return self.size
 
 
+class LengthBuckets(EpochShuffle):
+    """Epoch e's permutation (as :class:`EpochShuffle`), cut into pools of ``POOL_BATCHES`` batches; each pool is
+    sorted by sequence length and cut into batches, and the batches are visited in an order drawn from (seed, e)
+    too. Batches hold sequences of similar length, so little padding is computed, and a fused kernel runs few
+    segments (``FusedRecurrentNetwork.run_segments``); the order is still a function of the data seed and the epoch
+    alone. Yields indices, the batches one after another (a batch sampler would defeat Lightning's distributed
+    sampler); the one short batch comes last.
+    """
+
+    POOL_BATCHES = 50
+
+    def __init__(self, lengths: torch.Tensor, batch_size: int, seed: int):
+        super().__init__(len(lengths), seed)
+        self.lengths = lengths
+        self.batch_size = batch_size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        order = torch.randperm(self.size, generator=generator)
+        batches = []
+        for pool in order.split(self.batch_size * self.POOL_BATCHES):
+            batches.extend(pool[torch.argsort(self.lengths[pool], stable=True)].split(self.batch_size))
+        short = [batch for batch in batches if len(batch) < self.batch_size]
+        full = [batch for batch in batches if len(batch) == self.batch_size]
+        visit = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
+        return iter(torch.cat(visit + short).tolist()) if batches else iter([])
+
+
 class SequenceDataModule(pl.LightningDataModule):
     """Seeded splits and loaders; subclasses implement ``build_splits`` and set ``input_size``, ``output_size``, ``task``.
 
     ``seed`` (config ``data.seed``) fixes the generated data, the split and the shuffling order, independently of the
-    model's seed, so every arm of a comparison sees the same data in the same order.
+    model's seed, so every arm of a comparison sees the same data in the same order. ``bucket`` (config
+    ``data.bucket``) batches sequences of similar length for training (:class:`LengthBuckets`).
     """
 
     input_size: int
     output_size: int
     task: TaskSpec
 
-    def __init__(self, batch_size: int = 64, seed: int = 0, num_workers: int = 0):
+    def __init__(self, batch_size: int = 64, seed: int = 0, num_workers: int = 0, bucket: bool = False):
         super().__init__()
         require_positive(batch_size=batch_size)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError("seed", f"must be a non-negative integer, got {seed!r}")
         if num_workers < 0:
             raise ConfigError("num_workers", f"must be >= 0, got {num_workers!r}")
+        if not isinstance(bucket, bool):
+            raise ConfigError("bucket", f"must be true or false, got {bucket!r}")
         self.batch_size = batch_size
         self.seed = seed
         self.num_workers = num_workers
+        self.bucket = bucket
         self.splits: dict[str, Dataset] = {}
+        self.index_batches: dict[str, IndexBatches] = {}
 
     def build_splits(self) -> dict[str, Dataset]:
         """Return {"train": ..., "val": ..., "test": ...}."""
@@ -158,14 +238,33 @@ class SequenceDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         shuffle = shuffle and not self.task.stateful  # stateful streams must arrive in order
+        collate = partial(pad_collate, per_step=self.task.per_step, kind=self.task.kind)
         return DataLoader(
-            self.splits[split],
+            self.batched_split(split, collate),
             batch_size=self.batch_size,
-            sampler=EpochShuffle(len(self.splits[split]), self.seed) if shuffle else None,
-            collate_fn=partial(pad_collate, per_step=self.task.per_step, kind=self.task.kind),
+            sampler=self.shuffle_sampler(split) if shuffle else None,
+            collate_fn=collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+
+    def shuffle_sampler(self, split: str) -> EpochShuffle:
+        """The training order: a permutation per epoch, or with ``bucket`` batches of similar lengths."""
+        items = self.splits[split]
+        if not self.bucket:
+            return EpochShuffle(len(items), self.seed)
+        lengths = torch.tensor([len(items[i][0]) for i in range(len(items))])
+        return LengthBuckets(lengths, self.batch_size, self.seed)
+
+    def batched_split(self, split: str, collate: Callable) -> Dataset:
+        """``splits[split]``, served by :class:`IndexBatches` when its class says it holds its tensors in memory
+        (``batch_by_index``) and its padded copy takes at most INDEX_BATCHES_BYTES (built once per split)."""
+        items = self.splits[split]
+        if not getattr(items, "batch_by_index", False) or not padded_copy_fits(items, INDEX_BATCHES_BYTES):
+            return items
+        if split not in self.index_batches:
+            self.index_batches[split] = IndexBatches(items, collate, self.task.per_step, self.task.kind)
+        return self.index_batches[split]
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

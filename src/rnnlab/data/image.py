@@ -74,6 +74,8 @@ class ImageSequences(Dataset):
     Items: ``pixel`` [H*W, 1], ``row`` [H, W], ``image`` [1, 1, H, W] (time, channel, height, width); values / max_value.
     """
 
+    batch_by_index = True  # see rnnlab.data.base.IndexBatches
+
     def __init__(
         self,
         images: torch.Tensor,

@@ -70,6 +70,13 @@ class TokenWindows(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return _encode(self.inputs[index], self.vocab_size), self.targets[index]
 
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """A whole batch at once (the DataLoader asks for it), equal to ``pad_collate`` of its items."""
+        index = torch.as_tensor(indices)
+        inputs = _encode(self.inputs[index], self.vocab_size)
+        lengths = torch.full((len(index),), self.inputs.shape[1], dtype=torch.long)
+        return {"inputs": inputs, "lengths": lengths, "targets": self.targets[index]}
+
 
 class TokenStreams(Dataset):
     """A token stream cut into ``streams`` contiguous rows read in chunks of ``seq_len`` (Zaremba et al. 2014).
