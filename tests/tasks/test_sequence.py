@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 
+import pytest
+import pytorch_lightning as pl
+
 import torch
 
 from rnnlab.data.base import IGNORE_INDEX, TaskSpec
@@ -52,3 +55,32 @@ def test_optimizer_and_plateau_scheduler_are_wired():
     configured = module.configure_optimizers()
     assert isinstance(configured["optimizer"], torch.optim.SGD)
     assert configured["lr_scheduler"]["monitor"] == "val/loss"
+
+
+def test_training_metrics_are_target_weighted_epoch_means_with_step_values_on_logging_steps(tmp_path):
+    """train/loss is the epoch's mean over targets (the short last batch weighs less); train/loss_step reaches the
+    CSV logger on every log_every_n_steps-th step with that step's loss."""
+    import csv
+
+    from rnnlab.loop_bench import compose_job
+    from rnnlab.record import RunStats
+    from rnnlab.train import build
+
+    overrides = ["callbacks=minimal", "data.seq_len=5", "data.train_size=100", "data.batch_size=32",
+                 "model.hidden_size=4", "trainer.max_epochs=1", "trainer.log_every_n_steps=2"]
+    datamodule, module, _, trainer = build(compose_job(overrides, tmp_path), RunStats())
+    seen = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append((float(outputs["loss"]), len(batch["lengths"])))
+
+    trainer.callbacks.append(Spy())
+    trainer.fit(module, datamodule=datamodule)
+    assert [count for _, count in seen] == [32, 32, 32, 4]
+    expected = sum(loss * count for loss, count in seen) / 100
+    assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(expected, rel=1e-6)
+    assert float(trainer.callback_metrics["train/mse"]) == pytest.approx(expected, rel=1e-6)
+    with open(tmp_path / "csv" / "metrics.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("train/loss_step")]
+    assert [float(row["train/loss_step"]) for row in rows] == pytest.approx([seen[1][0], seen[3][0]], rel=1e-6)

@@ -8,6 +8,7 @@ the same code path for every model.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from typing import Callable, Mapping
 
 import pytorch_lightning as pl
@@ -40,8 +41,8 @@ class TrainingLog:
     """
 
     def __init__(self):
-        self.sums: dict[str, torch.Tensor] = {}
-        self.weights: dict[str, int] = {}
+        self.values: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self.weights: dict[str, list[int]] = defaultdict(list)
         self.at_epoch_end: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
 
     def add(self, task: pl.LightningModule, name: str, value: torch.Tensor, weight: int, prog_bar: bool = False,
@@ -49,8 +50,8 @@ class TrainingLog:
         """Add ``value``, a mean over ``weight`` targets; ``at_epoch_end`` maps the epoch mean to what is logged
         (no step values then: perplexity is a function of the epoch's mean loss only)."""
         value = value.detach()
-        self.sums[name] = self.sums[name] + value * weight if name in self.sums else value * weight
-        self.weights[name] = self.weights.get(name, 0) + weight
+        self.values[name].append(value)
+        self.weights[name].append(weight)
         if at_epoch_end is not None:
             self.at_epoch_end[name] = at_epoch_end
         elif task._trainer is not None and task._trainer._logger_connector.should_update_logs:  # as Lightning asks
@@ -58,10 +59,11 @@ class TrainingLog:
 
     def flush(self, task: pl.LightningModule) -> None:
         """Log each epoch mean and start the next epoch afresh."""
-        for name, total in self.sums.items():
-            mean = total / max(self.weights[name], 1)
+        for name, values in self.values.items():
+            weights = torch.tensor(self.weights[name], dtype=values[0].dtype, device=values[0].device)
+            mean = (torch.stack(values) * weights).sum() / weights.sum().clamp(min=1)
             task.log(name, self.at_epoch_end.get(name, lambda x: x)(mean), on_step=False, on_epoch=True)
-        self.sums.clear()
+        self.values.clear()
         self.weights.clear()
 
 
