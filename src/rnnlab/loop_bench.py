@@ -9,12 +9,12 @@ the same data loader, the same optimizer, thread count and determinism setting (
 * the **bare loop** is what a user would write by hand: ``for batch in loader``: embed token ids, run the model,
   take the outputs that meet the targets, cross-entropy or MSE, ``backward``, ``optimizer.step``, ``zero_grad``.
 
-Each repeat times ``steps`` steps of each loop after ``warmup`` untimed ones (fresh copies of the initial weights
-and optimizer state for every block); ``ratio`` is the median over repeats of rnnlab's time per step over the
-bare loop's. Time is split by phase: ``data`` (fetching and collating the next batch, and everything the loop does
-between batches), ``forward`` (model, head, loss; for rnnlab also ``self.log`` and metric updates), ``backward``
-and ``optimizer`` (the update; for rnnlab also the hooks after it). Use ``--threads 1 --clock cpu`` on a shared
-machine.
+Each repeat is one fit of ``warmup + steps`` rnnlab steps, with one bare step (on a copy of the same initial
+weights, over its own pass of the same loader) run right after each, so load from other processes falls on both
+alike; ``ratio`` is the median over repeats of rnnlab's time per timed step over the bare loop's. Time is split by
+phase: ``data`` (fetching and collating the next batch, and for rnnlab the hooks between batches), ``forward``
+(model, head, loss; for rnnlab also the optimizer's closure and the metrics), ``backward`` and ``optimizer`` (the
+update; for rnnlab also the hooks after it). Use ``--threads 1 --clock cpu`` on a shared machine.
 """
 
 from __future__ import annotations
@@ -92,22 +92,51 @@ class PhaseClock:
         self.totals[phase] += now - self.last
         self.last = now
 
-    def total(self) -> float:
-        return sum(self.totals.values())
+
+class BareLoop:
+    """The hand-written loop, one step at a time: fetch, ``bare_loss``, backward, the module's own optimizer."""
+
+    def __init__(self, module, loader, clock: PhaseClock):
+        self.module, self.loader, self.clock = module, loader, clock
+        optimizer = module.configure_optimizers()
+        self.optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+        self.batches = iter(loader)
+        module.train()
+
+    def step(self, timed: bool) -> None:
+        if timed:
+            self.clock.last = self.clock.clock()
+        try:
+            batch = next(self.batches)
+        except StopIteration:
+            self.batches = iter(self.loader)
+            batch = next(self.batches)
+        self.clock.mark("data")
+        loss = bare_loss(self.module, batch)
+        self.clock.mark("forward")
+        loss.backward()
+        self.clock.mark("backward")
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.clock.mark("optimizer")
+        self.clock.last = None
 
 
 class LoopTimer(pl.Callback):
-    """Times rnnlab's training steps ``warmup`` .. ``warmup + steps`` by phase, then stops the fit; an epoch's
-    validation, which the bare loop does not run, is left out."""
+    """Times rnnlab's training steps ``warmup`` .. ``warmup + steps`` by phase, runs one ``bare`` step right after
+    each rnnlab step (so load from other processes affects both alike; its time is not rnnlab's), then stops the
+    fit. An epoch's validation, which the bare loop does not run, is left out."""
 
-    def __init__(self, clock: PhaseClock, warmup: int, steps: int):
-        self.clock, self.warmup, self.steps = clock, warmup, steps
+    def __init__(self, clock: PhaseClock, bare: BareLoop, warmup: int, steps: int):
+        self.clock, self.bare, self.warmup, self.steps = clock, bare, warmup, steps
         self.done = False
+
+    def timing(self, trainer) -> bool:
+        return self.warmup < trainer.global_step <= self.warmup + self.steps
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.warmup and self.clock.last is None:
-            self.clock.start()  # the next step's fetch is timed from the end of this one; this fetch is not
-            self.clock.totals["data"] = 0.0
+            self.clock.start()  # this batch was fetched before; the next fetches are timed
         self.clock.mark("data")
 
     def on_validation_start(self, trainer, pl_module):
@@ -125,6 +154,9 @@ class LoopTimer(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.clock.mark("optimizer")
+        self.bare.step(timed=self.timing(trainer))
+        if self.clock.last is not None:
+            self.clock.last = self.clock.clock()
         if trainer.global_step >= self.warmup + self.steps:
             self.done = True
             self.totals = dict(self.clock.totals)
@@ -164,65 +196,44 @@ def bare_loss(module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.nn.functional.mse_loss(outputs, targets)
 
 
-def time_bare_loop(module, loader, clock: PhaseClock, warmup: int, steps: int) -> dict[str, float]:
-    """The hand-written loop over ``loader`` with the module's own optimizer; phase totals of the timed steps."""
-    optimizer = module.configure_optimizers()
-    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
-    module.train()
-    batches = iter(loader)
-    for step in range(warmup + steps):
-        if step == warmup:
-            clock.start()
-        try:
-            batch = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            batch = next(batches)
-        clock.mark("data")
-        loss = bare_loss(module, batch)
-        clock.mark("forward")
-        loss.backward()
-        clock.mark("backward")
-        optimizer.step()
-        optimizer.zero_grad()
-        clock.mark("optimizer")
-    return dict(clock.totals)
-
-
-def time_rnnlab_loop(cfg: DictConfig, initial: dict, warmup: int, steps: int, clock: PhaseClock) -> dict[str, float]:
-    """``rnnlab-train``'s fit on ``cfg`` from the weights ``initial``; phase totals of the timed steps."""
+def time_both_loops(
+    cfg: DictConfig, bare_module, initial: dict, warmup: int, steps: int, clock: Callable[[], float]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """``rnnlab-train``'s fit on ``cfg`` and the bare loop on ``bare_module``, both from the weights ``initial``,
+    step for step; the phase totals of each loop's timed steps."""
     from rnnlab.train import build
 
     with open_dict(cfg):
         cfg.trainer.max_steps = warmup + steps + 1
     datamodule, module, loggers, trainer = build(cfg, RunStats())
     module.load_state_dict(initial)
-    timer = LoopTimer(clock, warmup, steps)
+    bare_module.load_state_dict(initial)
+    bare_clock = PhaseClock(clock)
+    timer = LoopTimer(PhaseClock(clock), BareLoop(bare_module, datamodule.train_dataloader(), bare_clock), warmup, steps)
     trainer.callbacks.append(timer)
     trainer.fit(module, datamodule=datamodule)
     if not timer.done:
         raise RuntimeError(f"the rnnlab loop stopped after {trainer.global_step} of {warmup + steps} steps")
-    return timer.totals
+    return timer.totals, dict(bare_clock.totals)
 
 
 def measure_job(
     job: str, overrides: list[str], steps: int, warmup: int, repeats: int, clock: Callable[[], float]
 ) -> LoopResult:
-    """Time both loops on one job, ``repeats`` alternating blocks each."""
+    """Time both loops on one job, ``repeats`` fits of ``warmup + steps`` paired steps each."""
     from rnnlab.train import build
 
     result = LoopResult(job=job, overrides=overrides, steps=steps, repeats=repeats)
     with tempfile.TemporaryDirectory(prefix="rnnlab-loop-") as tmp:
         cfg = compose_job(overrides, Path(tmp))
-        datamodule, module, _, _ = build(cfg.copy(), RunStats())
-        initial = copy.deepcopy(module.state_dict())
-        loader = datamodule.train_dataloader()
+        _, bare_module, _, _ = build(cfg.copy(), RunStats())
+        initial = copy.deepcopy(bare_module.state_dict())
         rnnlab_runs, bare_runs = [], []
         for repeat in range(repeats):
             log.info("%s: repeat %d of %d", job, repeat + 1, repeats)
-            rnnlab_runs.append(time_rnnlab_loop(cfg.copy(), initial, warmup, steps, PhaseClock(clock)))
-            module.load_state_dict(initial)
-            bare_runs.append(time_bare_loop(module, loader, PhaseClock(clock), warmup, steps))
+            rnnlab, bare = time_both_loops(cfg.copy(), bare_module, initial, warmup, steps, clock)
+            rnnlab_runs.append(rnnlab)
+            bare_runs.append(bare)
     ratios = [sum(r.values()) / sum(b.values()) for r, b in zip(rnnlab_runs, bare_runs)]
     result.ratio = statistics.median(ratios)
     result.rnnlab_ms = statistics.median(sum(r.values()) for r in rnnlab_runs) * 1e3 / steps
