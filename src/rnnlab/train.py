@@ -25,6 +25,7 @@ from rnnlab.config_check import CONF_DIR, PRIMARY_CONFIG, check_command_line
 from rnnlab.errors import ConfigError
 from rnnlab.loggers import finish_loggers
 from rnnlab.models.budget import count_parameters, hidden_size_for_budget
+from rnnlab.models.compile import compile_cells
 from rnnlab.models.initialization import initialize
 from rnnlab.record import RunStats, environment, one_line, peak_memory_mb, write_record
 from rnnlab.tasks.heads import head_wiring
@@ -84,8 +85,9 @@ def make(cfg: DictConfig, group: str, **kwargs):
         return instantiate(OmegaConf.select(cfg, group), **kwargs)
 
 
-def build_model(model_cfg: DictConfig, input_size: int, output_size: int):
-    """The model for the data's dims; ``param_budget`` (when set) picks its hidden_size, ``init`` its weights."""
+def build_model(model_cfg: DictConfig, input_size: int, output_size: int, compile: bool = False):
+    """The model for the data's dims; ``param_budget`` (when set) picks its hidden_size, ``init`` its weights, and
+    ``compile`` compiles its hand-written cells' steps (``rnnlab.models.compile``)."""
     model_cfg = model_cfg.copy()
     with open_dict(model_cfg):
         budget = model_cfg.pop("param_budget", None)
@@ -93,7 +95,10 @@ def build_model(model_cfg: DictConfig, input_size: int, output_size: int):
     factory = partial(instantiate(model_cfg), input_size=input_size, output_size=output_size)
     if budget is not None:
         factory = partial(factory, hidden_size=hidden_size_for_budget(factory, budget))
-    return initialize(factory(), **init)
+    model = initialize(factory(), **init)
+    if compile:
+        compile_cells(model)
+    return model
 
 
 def build(cfg: DictConfig, stats: RunStats):
@@ -109,7 +114,7 @@ def build(cfg: DictConfig, stats: RunStats):
     with config_errors("task"):  # a factorised output layer (task.head) reads features and owns the word embedding
         output_size, head_data = head_wiring(cfg.task, datamodule)
     with config_errors("model"):
-        model = build_model(cfg.model, input_size, output_size)
+        model = build_model(cfg.model, input_size, output_size, compile=cfg.compile)
     scheduler = make(cfg, "scheduler") if cfg.get("scheduler") else None
     optimizer = make(cfg, "optimizer")
     with config_errors("task"):
