@@ -115,6 +115,44 @@ def test_stacked_mdlstm_layers_read_the_layer_below():
         torch.testing.assert_close(model.feature_maps(x)[0], expected, rtol=0, atol=1e-5)
 
 
+def naive_layer(layer, grid, directions):
+    """A whole layer by raster loops: each direction's scan on the flipped grid, flipped back, [D, N, H, W, hidden]."""
+    return torch.stack(
+        [flip(naive_mdlstm(layer, flip(grid, dims), d), dims) for d, dims in enumerate(CORNER_FLIPS[directions])]
+    )
+
+
+@pytest.mark.parametrize("directions, shape", [(1, (4, 5)), (2, (5, 3)), (4, (3, 4)), (4, (1, 4)), (4, (3, 1))])
+def test_mdlstm_wavefront_kernel_values_and_gradients_equal_raster_loops(directions, shape):
+    """The hand-written wavefront (rnnlab.models.multidim_kernels, one autograd node per layer) against autograd
+    through naive raster loops: two stacked layers, every scan direction, values and all gradients to 1e-5."""
+    torch.manual_seed(13)
+    model = MDLSTM(2, 3, hidden_size=4, directions=directions, num_layers=2)
+    x = images(height=shape[0], width=shape[1]).requires_grad_()
+    weights = torch.randn(directions, 3, *shape, 4)
+    maps = model.feature_maps(x)
+    first = naive_layer(model.layers[0], x.permute(0, 2, 3, 1), directions)
+    expected = naive_layer(model.layers[1], first.permute(1, 2, 3, 0, 4).flatten(3), directions)
+    torch.testing.assert_close(maps, expected, rtol=0, atol=1e-5)
+    inputs = [x, *model.layers.parameters()]
+    grads = torch.autograd.grad((maps * weights).sum(), inputs)
+    expected_grads = torch.autograd.grad((expected * weights).sum(), inputs)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-5)
+
+
+def test_mdlstm_under_autocast_runs_the_autograd_wavefront():
+    """Mixed precision runs the step loop (the kernel computes in one dtype): same values, to bfloat16 precision."""
+    torch.manual_seed(14)
+    model = MDLSTM(2, 3, hidden_size=4, directions=2)
+    x = images()
+    with torch.no_grad():
+        expected = model.feature_maps(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            maps = model.feature_maps(x)
+    torch.testing.assert_close(maps.float(), expected, rtol=0, atol=0.05)
+
+
 def test_mdrnn_2x2_image_by_hand():
     """h_{i,j} = tanh(W x_{i,j} + U_1 h_{i-1,j} + U_2 h_{i,j-1} + b), h outside the image 0."""
     torch.manual_seed(3)
@@ -338,6 +376,59 @@ def test_grid_lstm_one_step_by_hand():
     torch.testing.assert_close(outputs[:, 0], model.readout(h_depth), rtol=0, atol=1e-6)
     torch.testing.assert_close(state_h, torch.stack(new_h), rtol=0, atol=1e-6)
     torch.testing.assert_close(state_m, torch.stack(new_m), rtol=0, atol=1e-6)
+
+
+def grid_lstm_by_hand(model, x, lengths, state):
+    """The unidirectional Grid LSTM block by block (eqs. 40-41), padded steps keeping the time state."""
+    column, hidden = model.columns[0], model.hidden_size
+    h_time, m_time = list(state[0]), list(state[1])
+    outputs = []
+    for t in range(x.shape[1]):
+        keep = (t < lengths)[:, None]
+        h_depth = x[:, t] @ column.input.weight.T + column.input.bias
+        m_depth = torch.zeros_like(h_depth)
+        for layer in range(model.num_layers):
+            W, b = column.weight[layer], column.bias[layer]
+            H = torch.cat([h_time[layer], h_depth], dim=-1)
+            h, m = lstm_by_hand(W[: 4 * hidden], b[: 4 * hidden], H, m_time[layer])
+            h_depth, m_depth = lstm_by_hand(W[4 * hidden :], b[4 * hidden :], H, m_depth)
+            h_time[layer] = torch.where(keep, h, h_time[layer])
+            m_time[layer] = torch.where(keep, m, m_time[layer])
+        outputs.append(torch.where(keep, h_depth, 0.0))
+    return model.readout(torch.stack(outputs, dim=1)), (torch.stack(h_time), torch.stack(m_time))
+
+
+@pytest.mark.parametrize("steps, layers", [(6, 3), (1, 3), (2, 4), (5, 1)])
+def test_grid_lstm_sequence_kernel_values_and_gradients_equal_the_block_loop(steps, layers):
+    """The whole-grid wavefront kernel (rnnlab.models.multidim_kernels, hand-written backward) against autograd
+    through the blocks by hand, on a padded batch with a carried state: outputs, final state and every gradient to
+    1e-5 (also with fewer steps than layers, where the anti-diagonals are cut by the time axis)."""
+    torch.manual_seed(15)
+    model = GridLSTM(3, 2, hidden_size=4, num_layers=layers)
+    x = torch.randn(3, steps, 3, requires_grad=True)
+    lengths = torch.tensor([steps, max(steps - 2, 1), 1])
+    state = tuple(torch.randn(layers, 3, 4, requires_grad=True) for _ in range(2))
+    outputs, (h, m) = model(x, lengths, state)
+    expected, (expected_h, expected_m) = grid_lstm_by_hand(model, x, lengths, state)
+    torch.testing.assert_close((outputs, h, m), (expected, expected_h, expected_m), rtol=0, atol=1e-5)
+    weights = torch.randn_like(outputs)
+    inputs = [x, *state, *model.parameters()]
+    grads = torch.autograd.grad((outputs * weights).sum() + h.sum() + m.sin().sum(), inputs)
+    expected_grads = torch.autograd.grad((expected * weights).sum() + expected_h.sum() + expected_m.sin().sum(), inputs)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-5)
+
+
+def test_grid_lstm_under_autocast_runs_the_block_loop():
+    """Mixed precision runs the block loop (the kernel computes in one dtype): same values, to bfloat16 precision."""
+    torch.manual_seed(16)
+    model = GridLSTM(3, 2, hidden_size=4, num_layers=2)
+    x, lengths = torch.randn(3, 5, 3), torch.tensor([5, 3, 1])
+    with torch.no_grad():
+        expected, _ = model(x, lengths)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outputs, _ = model(x, lengths)
+    torch.testing.assert_close(outputs.float(), expected, rtol=0, atol=0.05)
 
 
 @pytest.mark.parametrize("kwargs", [{}, dict(num_layers=3), dict(bidirectional=True)])

@@ -80,6 +80,45 @@ def test_two_teacher_forced_decoder_steps_by_hand(attention):
         query = o
 
 
+@pytest.mark.parametrize("attention", ["bahdanau", "none"])
+def test_teacher_forced_path_values_and_gradients_equal_step_by_step_decoding(attention):
+    """Teacher forcing 1 embeds all gold tokens before the loop and applies the output layer after it; against the
+    step-by-step loop (embedding, context, decoder step and output layer at every step), values and every gradient
+    to 1e-5, on a ragged batch."""
+    net = model(attention=attention).train()
+    x, lengths = source()
+    x.requires_grad_()
+    targets = torch.tensor([[2, 1, 3, 0, 1], [1, 1, 2, 3, 0], [3, 2, -100, -100, -100]])  # -100: padding
+    target_lengths = torch.tensor([5, 5, 2])
+    logits, _ = net(x, lengths, targets=targets, target_lengths=target_lengths)
+    memory = net.encode(x, lengths)
+    previous, state = torch.full((3,), net.start_token), memory.decoder_state
+    query = torch.zeros(3, HIDDEN, dtype=x.dtype)
+    expected = []
+    for i in range(targets.shape[1]):
+        embedded = net.embedding(previous)
+        if attention == "none":
+            context = memory.context
+        else:
+            context, _ = net.attention(query, memory.keys, memory.annotations, memory.mask)
+        output, state = net.decoder(torch.cat([embedded, context], dim=-1).unsqueeze(1), None, state)
+        query = output.squeeze(1)
+        step_logits = net.output(torch.cat([query, context, embedded], dim=-1))
+        expected.append(torch.where((i < target_lengths)[:, None], step_logits, 0.0))
+        previous = targets[:, i].clamp(min=0)
+    expected = torch.stack(expected, dim=1)
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+    weights = torch.randn_like(logits)
+    inputs = [x, *net.parameters()]
+    grads = torch.autograd.grad((logits * weights).sum(), inputs, allow_unused=True)
+    expected_grads = torch.autograd.grad((expected * weights).sum(), inputs, allow_unused=True)
+    for grad, expected_grad in zip(grads, expected_grads):
+        if expected_grad is None:
+            assert grad is None
+        else:
+            torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-5)
+
+
 def test_bridge_only_between_matching_states():
     same = model(LSTM, LSTM)
     assert same.bridged

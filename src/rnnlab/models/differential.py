@@ -8,6 +8,7 @@ from torch import nn
 
 from rnnlab.errors import require_choice
 from rnnlab.models.base import RecurrentCell, RecurrentNetwork, State
+from rnnlab.models.differential_kernels import drnn_sequence
 
 ORDERS = (1, 2)
 
@@ -39,6 +40,30 @@ class DRNNCell(RecurrentCell):
 
     def project(self, x):
         return self.input(x)
+
+    def run(self, x, mask, state):
+        """All steps as one autograd node (``rnnlab.models.differential_kernels``, same math as :meth:`step`).
+
+        The kernel runs every step, padding included: padding is at the end (``mask`` [B, T] is a prefix), so steps
+        past a sequence's length never reach its valid steps; the state after its last valid step is picked out
+        and padded outputs are zeroed. Under autocast (mixed precision), or with a ``step_hook``, the step loop of
+        :meth:`RecurrentCell.run` runs instead, as the kernel computes in one dtype and never calls ``step``.
+        """
+        if torch.is_autocast_enabled(x.device.type) or self.step_hook is not None:
+            return super().run(x, mask, state)
+        h, s, *dos = state
+        hs, ss, all_dos = drnn_sequence(
+            self.project(x.transpose(0, 1)), h, s, torch.cat(dos, dim=-1), self.recurrent.weight,
+            self.dos_input_forget.weight, self.dos_output.weight,
+        )  # time-major [T + 1, B, ...]
+        states = (hs, ss, *all_dos.split(self.hidden_size, dim=-1))
+        outputs = hs[1:].transpose(0, 1)  # [B, T, H]
+        if mask is None or bool(mask.all()):
+            return outputs, tuple(component[-1] for component in states)
+        lengths = mask.sum(1)
+        batch = torch.arange(lengths.shape[0], device=lengths.device)
+        final = tuple(component[lengths, batch] for component in states)
+        return outputs.masked_fill(~mask.unsqueeze(-1), 0.0), final
 
     def initial_state(self, batch, reference):
         return tuple(reference.new_zeros(batch, self.hidden_size) for _ in range(2 + self.order))

@@ -9,9 +9,14 @@ frames past a sequence's ``lengths`` are not computed: their output is the reado
 
 :class:`GridLSTM` reads ordinary sequences [B, T, F]: its grid is time x depth.
 
-Speed (GUIDE.md section 6): MDRNN and MDLSTM compute every pixel's input projection, for every direction, in one
-matrix product, then sweep the grid by anti-diagonals (wavefront): all cells with i + j = d depend only on diagonal
-d - 1, so one batched step per diagonal (H + W - 1 steps), all scan directions in the same batched matmul.
+Speed (GUIDE.md section 6): MDRNN and MDLSTM sweep the grid by anti-diagonals (wavefront): all cells with
+i + j = d depend only on diagonal d - 1, so one batched step per diagonal (H + W - 1 steps), all scan directions in
+the same batched matmul. MDRNN computes every pixel's input projection in one matrix product before the sweep and
+lets autograd record it; MDLSTM runs each layer's sweep, input projection included, as one autograd node with a
+hand-written backward (``rnnlab.models.multidim_kernels``). The Grid LSTM likewise runs each direction as one node,
+by anti-diagonals t + l of its time x depth grid (T + L - 1 steps, the layers of a diagonal in one batched matmul).
+The MDLSTM's sequential depth is H + W - 1 diagonals, but its work is a recurrent matmul for every pixel and
+direction, which no wavefront shortens.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from torch.nn import functional as F
 
 from rnnlab.errors import require_choice, require_positive
 from rnnlab.models.base import reverse_padded, valid_step_mask
+from rnnlab.models.multidim_kernels import WavefrontPlan, grid_lstm_sequence, mdlstm_wavefront
 
 IMAGE_LAYOUT = "[batch, time, channels, height, width]"
 # Scan directions as flips of the [N, H, W, F] grid (dim 1 rows, dim 2 columns): a scan from the top-left corner of
@@ -131,14 +137,18 @@ class _WavefrontLayer(nn.Module):
 
     def forward(self, grid: torch.Tensor) -> torch.Tensor:
         """grid [N, H, W, in] -> hidden maps [D, N, H, W, hidden], each direction's map in the original orientation."""
-        batch, height, width, features = grid.shape
-        directions = len(self.flips)
-        scans = torch.stack([flip_dims(grid, dims) for dims in self.flips])  # [D, N, H, W, in]
+        maps = self.scan(torch.stack([flip_dims(grid, dims) for dims in self.flips]))
+        return torch.stack([flip_dims(m, dims) for m, dims in zip(maps.unbind(0), self.flips)])  # unbind: one backward
+
+    def scan(self, scans: torch.Tensor) -> torch.Tensor:
+        """Each direction's grid scanned from its top-left corner: scans [D, N, H, W, in] -> h [D, N, H, W, hidden].
+
+        Every cell's input projection W x + b, all directions, is one batched matmul before the wavefront."""
+        directions, batch, height, width, features = scans.shape
         projected = torch.baddbmm(
             self.input_bias.unsqueeze(1), scans.reshape(directions, -1, features), self.input_weight
         ).view(directions, batch, height, width, -1)
-        maps = self.wavefront(projected)
-        return torch.stack([flip_dims(maps[d], dims) for d, dims in enumerate(self.flips)])
+        return self.wavefront(projected)
 
     def wavefront(self, projected: torch.Tensor) -> torch.Tensor:
         """Scan from the top-left corner of each direction's grid: projected [D, N, H, W, G] -> h [D, N, H, W, hidden].
@@ -185,6 +195,17 @@ class _MDLSTMLayer(_WavefrontLayer):
     gates = 5
     state_tensors = 2
 
+    def scan(self, scans):
+        """As :meth:`_WavefrontLayer.scan`, by the hand-written wavefront of ``rnnlab.models.multidim_kernels`` (one
+        autograd node, the input projection inside it, diagonal by diagonal). Under autocast (mixed precision) the
+        autograd loop of :meth:`_WavefrontLayer.wavefront` runs instead, as the kernel computes in one dtype."""
+        if torch.is_autocast_enabled(scans.device.type):
+            return super().scan(scans)
+        height, width = scans.shape[2:4]
+        plan = WavefrontPlan.build(height, width, scans.device)
+        cells = scans.flatten(2, 3).transpose(1, 2).index_select(1, plan.order)  # [D, H * W, N, in], wavefront order
+        return mdlstm_wavefront(cells, self.input_weight, self.input_bias, self.recurrent_weight, plan)
+
     def cell(self, projected, above, left):
         (above_h, above_c), (left_h, left_c) = above, left
         i, f_1, f_2, g, o = (projected + self.recurrent(above_h, left_h)).chunk(5, dim=-1)
@@ -225,10 +246,9 @@ class _MultiDimensionalNetwork(_ImageModel):
 
     def feature_maps(self, images: torch.Tensor) -> torch.Tensor:
         """images [N, C, H, W] -> the last layer's hidden maps [D, N, H, W, hidden], in the original orientation."""
-        grid = images.permute(0, 2, 3, 1)  # [N, H, W, C]
-        for layer in self.layers:
-            maps = layer(grid)
-            grid = maps.permute(1, 2, 3, 0, 4).flatten(3)  # [N, H, W, D * hidden]
+        maps = self.layers[0](images.permute(0, 2, 3, 1))  # reads [N, H, W, C]
+        for layer in self.layers[1:]:
+            maps = layer(maps.permute(1, 2, 3, 0, 4).flatten(3))  # reads [N, H, W, D * hidden]
         return maps
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -239,7 +259,9 @@ class _MultiDimensionalNetwork(_ImageModel):
             pooled = maps.amax((2, 3))
         else:  # the last pixel of the scan from a flipped corner is the opposite corner of the original
             flips = DIRECTION_FLIPS[self.directions]
-            pooled = torch.stack([maps[d, :, 0 if 1 in f else -1, 0 if 2 in f else -1] for d, f in enumerate(flips)])
+            rows, columns = ([0 if dim in f else maps.shape[dim + 1] - 1 for f in flips] for dim in (1, 2))
+            index = torch.tensor([list(range(len(flips))), rows, columns], device=maps.device)
+            pooled = maps[index[0], :, index[1], index[2]]  # [D, N, hidden]; one gather: one gradient map in backward
         return pooled.transpose(0, 1).flatten(1)  # [N, D * hidden]
 
 
@@ -269,7 +291,8 @@ class MDLSTM(_MultiDimensionalNetwork):
 
     (no peepholes). On an image one pixel high it is an LSTM along the row with forget gate f_2. ``directions``,
     ``num_layers`` and ``pool`` as in :class:`MDRNN`. Shapes: x [B, T, C, H, W]; outputs [B, T, output_size];
-    state None. Computed by anti-diagonal wavefront: H + W - 1 batched steps, input projections before the loop.
+    state None. Computed by anti-diagonal wavefront: H + W - 1 batched steps, each layer one autograd node with a
+    hand-written backward (``rnnlab.models.multidim_kernels``).
     """
 
     layer_class = _MDLSTMLayer
@@ -384,7 +407,27 @@ class _GridLSTMColumn(nn.Module):
         return hidden[:, 0], memory[:, 0], hidden[:, 1], memory[:, 1]
 
     def run(self, x: torch.Tensor, mask: torch.Tensor | None, state: tuple[torch.Tensor, torch.Tensor]):
-        """x [B, T, in], mask [B, T] or None, state (h^time, m^time) [L, B, H] -> (top h^depth [B, T, H], state)."""
+        """x [B, T, in], mask [B, T] (a prefix: padding at the end) or None, state (h^time, m^time) [L, B, H] ->
+        (top h^depth [B, T, H], state).
+
+        Every block runs in one autograd node (``multidim_kernels.grid_lstm_sequence``, hand-written backward),
+        padded steps included: they come after a sequence's valid steps, so they never reach them; each sequence's
+        time state after its last valid step is picked out and padded outputs are zeroed. Under autocast (mixed
+        precision) the block loop of :meth:`run_blocks` runs instead, as the kernel computes in one dtype.
+        """
+        if torch.is_autocast_enabled(x.device.type):
+            return self.run_blocks(x, mask, state)
+        top, h_time, m_time = grid_lstm_sequence(self.input(x.transpose(0, 1)), *state, self.weight, self.bias)
+        outputs = top.transpose(0, 1)  # [B, T, H]
+        if mask is None:
+            return outputs, (h_time[:, -1], m_time[:, -1])
+        lengths = mask.sum(1)
+        batch = torch.arange(lengths.shape[0], device=lengths.device)
+        state = (h_time[:, lengths, batch], m_time[:, lengths, batch])
+        return outputs.masked_fill(~mask.unsqueeze(-1), 0.0), state
+
+    def run_blocks(self, x: torch.Tensor, mask: torch.Tensor | None, state: tuple[torch.Tensor, torch.Tensor]):
+        """:meth:`run` as a Python loop over the blocks, each :meth:`block` recorded by autograd."""
         h_time, m_time = list(state[0].unbind(0)), list(state[1].unbind(0))
         outputs = []
         keeps = mask.unbind(1) if mask is not None else [None] * x.shape[1]

@@ -68,7 +68,7 @@ class BahdanauAttention(nn.Module):
 
         Returns the context c_i [B, K] and the weights alpha_i [B, S] (0 at padded steps).
         """
-        scores = self.score(torch.tanh(self.query(query).unsqueeze(1) + keys)).squeeze(-1)  # [B, S]
+        scores = self.score((self.query(query).unsqueeze(1) + keys).tanh_()).squeeze(-1)  # [B, S]
         weights = scores.masked_fill(~mask, float("-inf")).softmax(-1)
         return torch.bmm(weights.unsqueeze(1), annotations).squeeze(1), weights
 
@@ -224,13 +224,33 @@ class Seq2Seq(nn.Module):
         Returns logits_i [B, output_size], o_i [B, H] and s_i.
         """
         embedded = self.embedding(previous)
+        output, context, state = self.decoder_step(memory, embedded, query, state)
+        return self.output(torch.cat([output, context, embedded], dim=-1)), output, state
+
+    def decoder_step(self, memory: Memory, embedded: torch.Tensor, query: torch.Tensor, state):
+        """c_i and one step of the decoder family on [E y_{i-1}; c_i]: embedded E y_{i-1} [B, E], query o_{i-1}
+        [B, H], state s_{i-1}. Returns o_i [B, H], c_i [B, H] and s_i."""
         if self.attention is None:
             context = memory.context
         else:
             context, _ = self.attention(query, memory.keys, memory.annotations, memory.mask)
         output, state = self.decoder(torch.cat([embedded, context], dim=-1).unsqueeze(1), None, state)
-        output = output.squeeze(1)
-        return self.output(torch.cat([output, context, embedded], dim=-1)), output, state
+        return output.squeeze(1), context, state
+
+    def teacher_forced(self, memory: Memory, gold: torch.Tensor) -> torch.Tensor:
+        """Logits [B, S_out, output_size] when every y_{i-1} is gold [B, S_out] (teacher forcing 1): the same steps
+        as :meth:`step`, with the embeddings E y_{i-1} of all steps looked up before the loop and the output layer
+        applied to all steps in one matrix product after it (no step reads the logits)."""
+        start = gold.new_full((gold.shape[0], 1), self.start_token)
+        embedded = self.embedding(torch.cat([start, gold[:, :-1]], dim=1))  # [B, S_out, E]
+        query = embedded.new_zeros(gold.shape[0], self.hidden_size)
+        state = memory.decoder_state
+        outputs, contexts = [], []
+        for embedded_i in embedded.unbind(1):
+            query, context, state = self.decoder_step(memory, embedded_i, query, state)
+            outputs.append(query)
+            contexts.append(context)
+        return self.output(torch.cat([torch.stack(outputs, dim=1), torch.stack(contexts, dim=1), embedded], dim=-1))
 
     def forward(
         self,
@@ -263,21 +283,23 @@ class Seq2Seq(nn.Module):
         gold = targets.clamp(min=0) if targets is not None else None  # padding (IGNORE_INDEX) is never read
         if gold is None:
             teacher_forcing = 0.0
-        ragged = bool((target_lengths != steps).any())
-        previous = torch.full((batch,), self.start_token, dtype=torch.long, device=x.device)
-        query = x.new_zeros(batch, self.hidden_size)
-        decoder_state = memory.decoder_state
-        outputs = []
-        for i in range(steps):
-            # rows are independent, so a row past its target length may run on; only its outputs are zeroed
-            logits, query, decoder_state = self.step(memory, previous, query, decoder_state)
-            if ragged:
-                logits = torch.where((i < target_lengths)[:, None], logits, 0.0)
-            outputs.append(logits)
-            if i + 1 < steps:
-                gold_i = None if gold is None else gold[:, i]
-                previous = self.next_input(logits.detach(), gold_i, teacher_forcing, sample)
-        return torch.stack(outputs, dim=1), memory.encoder_state
+        if gold is not None and teacher_forcing >= 1.0:
+            logits = self.teacher_forced(memory, gold)
+        else:
+            previous = torch.full((batch,), self.start_token, dtype=torch.long, device=x.device)
+            query = x.new_zeros(batch, self.hidden_size)
+            decoder_state = memory.decoder_state
+            outputs = []
+            for i in range(steps):
+                logits_i, query, decoder_state = self.step(memory, previous, query, decoder_state)
+                outputs.append(logits_i)
+                if i + 1 < steps:
+                    gold_i = None if gold is None else gold[:, i]
+                    previous = self.next_input(logits_i.detach(), gold_i, teacher_forcing, sample)
+            logits = torch.stack(outputs, dim=1)
+        # rows are independent, so a row past its target length may run on; only its outputs are zeroed
+        valid = torch.arange(steps, device=x.device)[None, :] < target_lengths[:, None]  # [B, S_out]
+        return torch.where(valid.unsqueeze(-1), logits, 0.0), memory.encoder_state
 
     @staticmethod
     def next_input(logits: torch.Tensor, gold: torch.Tensor | None, teacher_forcing: float, sample: bool):
