@@ -170,6 +170,147 @@ def test_goru_step_by_hand():
     torch.testing.assert_close(u.T @ u, torch.eye(H), rtol=0, atol=1e-5)
 
 
+def real_modrelu(z, b):
+    """modReLU of real z as first written: relu(m + b) * z / m, m = sqrt(z^2 + 1e-8)."""
+    magnitude = torch.sqrt(z.square() + 1e-8)
+    return z * (torch.relu(magnitude + b) / magnitude)
+
+
+def orthogonal_loop(cell, x, h, mask):
+    """The orthogonal RNN as the step loop of autograd ops it was written as: h_t = f(W_x x_t + U h_{t-1} + b)."""
+    u, outputs = cell.recurrent.weight, []
+    activations = {"modrelu": lambda z: real_modrelu(z, cell.bias), "tanh": torch.tanh, "relu": torch.relu}
+    for t in range(x.shape[1]):
+        pre = cell.input(x[:, t]) + h @ u.T
+        keep = mask[:, t, None]
+        h = torch.where(keep, activations[cell.nonlinearity](pre), h)
+        outputs.append(torch.where(keep, h, 0.0))
+    return torch.stack(outputs, dim=1), h
+
+
+def goru_loop(cell, x, h, mask):
+    """GORU (Jing et al. 2017) as the step loop of autograd ops it was written as."""
+    size, outputs = cell.hidden_size, []
+    for t in range(x.shape[1]):
+        projected = cell.input(x[:, t])
+        gates = torch.sigmoid(projected[:, : 2 * size] + cell.gate_bias + h @ cell.gates.weight.T)
+        reset, update = gates.chunk(2, dim=-1)
+        candidate = real_modrelu(projected[:, 2 * size :] + reset * (h @ cell.recurrent.weight.T), cell.bias)
+        keep = mask[:, t, None]
+        h = torch.where(keep, update * h + (1 - update) * candidate, h)
+        outputs.append(torch.where(keep, h, 0.0))
+    return torch.stack(outputs, dim=1), h
+
+
+@pytest.mark.parametrize(
+    "build,loop",
+    [
+        (lambda: OrthogonalRNN(IN, OUT, hidden_size=H), orthogonal_loop),
+        (lambda: OrthogonalRNN(IN, OUT, hidden_size=H, nonlinearity="tanh", parametrization="cayley"), orthogonal_loop),
+        (lambda: OrthogonalRNN(IN, OUT, hidden_size=H, nonlinearity="relu"), orthogonal_loop),
+        (lambda: GatedOrthogonalRNN(IN, OUT, hidden_size=H), goru_loop),
+        (lambda: GatedOrthogonalRNN(IN, OUT, hidden_size=H, parametrization="cayley"), goru_loop),
+    ],
+    ids=["orthogonal_modrelu", "orthogonal_tanh_cayley", "orthogonal_relu", "goru", "goru_cayley"],
+)
+def test_sequence_kernel_matches_the_step_loop_in_values_and_gradients(build, loop):
+    """The hand-written whole-sequence kernels (rnnlab.models.unitary_kernels) against the autograd step loop, with
+    padding and a carried state: outputs, final state and every gradient to 1e-5."""
+    torch.manual_seed(6)
+    model = build()
+    cell = model.cells[0]
+    with torch.no_grad():
+        if hasattr(cell, "bias"):
+            cell.bias.copy_(torch.linspace(-0.5, 0.5, H))  # both signs of modReLU's bias matter
+        if hasattr(cell, "gate_bias"):
+            cell.gate_bias.normal_()
+    x = torch.randn(4, 9, IN, requires_grad=True)
+    h0 = torch.randn(1, 4, H, requires_grad=True)
+    lengths = torch.tensor([9, 4, 1, 7])
+    mask = torch.arange(9)[None, :] < lengths[:, None]
+    weights = torch.randn(4, 9, H)
+    leaves = [x, h0, *model.parameters()]
+
+    def gradients(hidden, final):
+        loss = (hidden * weights).sum() + (final * torch.linspace(-1, 1, H)).sum()
+        return torch.autograd.grad(loss, leaves, allow_unused=True)
+
+    hidden, final = model.run_layers(x, lengths, h0)
+    expected_hidden, expected_final = loop(cell, x, h0[0], mask)
+    torch.testing.assert_close(hidden, expected_hidden, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(final[0], expected_final, rtol=1e-5, atol=1e-5)
+    for got, want in zip(gradients(hidden, final[0]), gradients(expected_hidden, expected_final)):
+        if want is None:
+            assert got is None or not got.any()
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def transition_as_written(cell, h):
+    """W h as first written: reflections by an elementwise product and sum, rows permuted and partners gathered by
+    advanced indexing, phases and rotations from the cell's parameters."""
+    if isinstance(cell, UnitaryCell):
+        d1, d2, d3 = torch.polar(torch.ones_like(cell.phases), cell.phases)
+        v1, v2 = (torch.complex(re, im) for re, im in cell.reflections)
+        u1, u2 = v1 / torch.linalg.vector_norm(v1), v2 / torch.linalg.vector_norm(v2)
+
+        def reflect(z, u):
+            return z - 2 * (z * u.conj()).sum(-1, keepdim=True) * u
+
+        h = torch.fft.fft(h * d1, norm="ortho")
+        h = reflect(h, u1)[:, cell.permutation] * d2
+        return reflect(torch.fft.ifft(h, norm="ortho"), u2) * d3
+    for layer in range(cell.capacity):
+        offset, index = layer % 2, layer // 2
+        theta = (cell.theta_a, cell.theta_b)[offset][index]
+        phi = (cell.phi_a, cell.phi_b)[offset][index]
+        partner = (cell.partner_a, cell.partner_b)[offset]
+        rotated = h.clone()
+        for pair, p in enumerate(range(offset, h.shape[-1] - 1, 2)):  # one 2x2 block per pair
+            e = torch.polar(torch.ones_like(phi[pair]), phi[pair])
+            c, s = torch.cos(theta[pair]), torch.sin(theta[pair])
+            rotated[:, p] = e * c * h[:, p] - e * s * h[:, partner[p]]
+            rotated[:, p + 1] = s * h[:, p] + c * h[:, p + 1]
+        h = rotated
+    return torch.polar(torch.ones_like(cell.omega), cell.omega) * h
+
+
+def complex_loop(cell, x):
+    """h_t = modReLU(W h_{t-1} + V x_t, b) step by step, |z| from view_as_real as first written; [Re h, Im h]."""
+    real, imag = cell.input(x).chunk(2, dim=-1)
+    h, outputs = torch.zeros(x.shape[0], cell.hidden_size, dtype=torch.complex64), []
+    for t in range(x.shape[1]):
+        z = transition_as_written(cell, h) + torch.complex(real[:, t], imag[:, t])
+        magnitude = torch.sqrt(torch.view_as_real(z).square().sum(-1) + 1e-8)
+        h = z * (torch.relu(magnitude + cell.bias) / magnitude)
+        outputs.append(torch.cat([h.real, h.imag], dim=-1))
+    return torch.stack(outputs, dim=1)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [lambda: UnitaryRNN(IN, OUT, hidden_size=H), lambda: EfficientUnitaryRNN(IN, OUT, hidden_size=7, capacity=5)],
+    ids=["urnn", "eurnn"],
+)
+def test_complex_transitions_match_the_first_written_ops_in_values_and_gradients(build):
+    """The reflections as matrix-vector products and rank-1 updates, gathers by index_select and the rotations as
+    one addcmul per layer, against the ops they replaced: outputs and every gradient to 1e-5."""
+    torch.manual_seed(7)
+    model = build()
+    cell = model.cells[0]
+    with torch.no_grad():
+        cell.bias.copy_(torch.linspace(-0.5, 0.5, cell.hidden_size))  # both signs of modReLU's bias matter
+    x = torch.randn(4, 6, IN, requires_grad=True)
+    weights = torch.randn(4, 6, 2 * cell.hidden_size)
+    leaves = [x, *cell.parameters()]
+    hidden, _ = model.run_layers(x, None, None)
+    expected = complex_loop(cell, x)
+    torch.testing.assert_close(hidden, expected, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad((hidden * weights).sum(), leaves)
+    for got, want in zip(grads, torch.autograd.grad((expected * weights).sum(), leaves)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("family", [UnitaryRNN, EfficientUnitaryRNN])
 def test_complex_families_carry_a_complex_state_and_emit_real_and_imaginary_parts(family):
     model = family(IN, OUT, hidden_size=H, num_layers=2, bidirectional=True)

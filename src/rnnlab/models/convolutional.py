@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from rnnlab.errors import ConfigError, require_choice, require_positive
@@ -70,15 +71,53 @@ def require_probability(key: str, value: float) -> None:
 # ----------------------------------------------------------------------------------------------------------- RCNN
 
 
+def channel_window_sum(x: torch.Tensor, size: int) -> torch.Tensor:
+    """sum_{k' = k - N/2}^{k + N/2} x_{k'} over channels k of [B, K, H, W] (N = ``size``); channels outside 0..K-1
+    count as zero. Shifted in-place additions: one pass per neighbour, no padded copy."""
+    total = x.clone()
+    for shift in range(1, min(size // 2, x.shape[1] - 1) + 1):
+        total[:, shift:] += x[:, :-shift]
+        total[:, :-shift] += x[:, shift:]
+    return total
+
+
 def local_response_norm(x: torch.Tensor, size: int) -> torch.Tensor:
     """g(f)_k = f_k / (1 + alpha / N * sum_{k' = k - N/2}^{k + N/2} f_{k'}^2)^beta over channels k of [B, K, H, W].
 
     Liang & Hu 2015 eq. 4: N = ``size``, alpha = 0.001, beta = 0.75; channels outside 0..K-1 count as zero.
     """
-    half = size // 2
-    squared = F.pad(x.pow(2).unsqueeze(1), (0, 0, 0, 0, half, half))  # [B, 1, K + 2 half, H, W]
-    window = F.avg_pool3d(squared, (2 * half + 1, 1, 1), stride=1).squeeze(1) * (2 * half + 1)
-    return x / (1 + LRN_ALPHA / size * window).pow(LRN_BETA)
+    return x * channel_window_sum(x * x, size).mul_(LRN_ALPHA / size).add_(1).pow(-LRN_BETA)
+
+
+class RectifiedResponseNorm(torch.autograd.Function):
+    """y = g(f(z)): ReLU, then local response normalisation (Liang & Hu 2015 eqs. 3-4), with a hand-written backward
+    that keeps only f = relu(z) and y (y is also what the next convolution keeps), where autograd would keep every
+    intermediate of the normalisation (squares, window sums, powers) for each of the K + 1 iterations. With
+    D_k = 1 + alpha / N sum_{k' near k} f_{k'}^2 and y = f D^-beta:
+
+        dL/df_j = g_j D_j^-beta - (2 alpha beta / N) f_j sum_{k near j} g_k y_k / D_k,     dL/dz = dL/df * [z > 0]
+
+    (the channel window is symmetric). z, y: [B, K, H, W]. Not itself differentiable (``once_differentiable``).
+    """
+
+    @staticmethod
+    def forward(ctx, z, size):
+        rectified = torch.relu(z)
+        y = local_response_norm(rectified, size)
+        ctx.size = size
+        ctx.save_for_backward(rectified, y)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        rectified, y = ctx.saved_tensors
+        size = ctx.size
+        denominator = channel_window_sum(rectified * rectified, size).mul_(LRN_ALPHA / size).add_(1)  # D
+        through_window = channel_window_sum(grad_y * y / denominator, size)
+        grad = grad_y * denominator.pow_(-LRN_BETA)
+        grad.addcmul_(rectified, through_window, value=-2 * LRN_ALPHA * LRN_BETA / size)
+        return torch.ops.aten.threshold_backward(grad, rectified, 0), None
 
 
 class RecurrentConvLayer(nn.Module):
@@ -102,9 +141,8 @@ class RecurrentConvLayer(nn.Module):
         self.lrn_size = channels // 8 + 1 if lrn else None
 
     def activation(self, z: torch.Tensor) -> torch.Tensor:
-        """g(f(z)): ReLU, then local response normalisation when enabled."""
-        z = torch.relu(z)
-        return z if self.lrn_size is None else local_response_norm(z, self.lrn_size)
+        """g(f(z)): ReLU, then local response normalisation when enabled (:class:`RectifiedResponseNorm`)."""
+        return torch.relu(z) if self.lrn_size is None else RectifiedResponseNorm.apply(z, self.lrn_size)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         drive = self.feedforward(u)  # w_f * u + b: the same at every iteration

@@ -9,6 +9,9 @@ so these cells carry information over long spans. Four families, each a :class:`
   map of a skew-symmetric matrix; Lezcano-Casado & Martinez-Rubio 2019, Helfrich et al. 2018).
 * :class:`GatedOrthogonalRNN` (``goru``): GRU-like gates around an orthogonal transition (Jing et al. 2017).
 
+:class:`OrthogonalRNN` and :class:`GatedOrthogonalRNN` run each sequence as one autograd node with a hand-written
+backward (``rnnlab.models.unitary_kernels``); their ``step`` is the same math, used under hooks and autocast.
+
 Complex cells emit [Re h, Im h] (2 * hidden_size features per direction) and carry a complex state
 [layers*dirs, B, hidden_size]; real cells carry [layers*dirs, B, hidden_size]. Other shapes as in
 ``rnnlab.models.base``. All parameters are real tensors (complex numbers are assembled in the forward pass), so
@@ -25,21 +28,15 @@ from torch.nn.utils.parametrizations import orthogonal
 
 from rnnlab.errors import require_choice, require_positive
 from rnnlab.models.base import RecurrentCell, RecurrentNetwork
+from rnnlab.models.unitary_kernels import (
+    gated_orthogonal_sequence,
+    modrelu,
+    orthogonal_sequence,
+    sequence_outputs,
+)
 
 PARAMETRIZATIONS = {"expm": "matrix_exp", "cayley": "cayley"}
 NONLINEARITIES = ("tanh", "relu", "modrelu")
-MODRELU_EPS = 1e-8
-
-
-def modrelu(z: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """modReLU (Arjovsky et al. 2016): relu(|z| + b) * z / |z|, elementwise, for real or complex ``z``.
-
-    |z| is smoothed to sqrt(|z|^2 + 1e-8) so the gradient is finite at z = 0; with b = 0 the map is exactly the
-    identity, so the norm of the state is untouched.
-    """
-    squared = torch.view_as_real(z).square().sum(-1) if z.is_complex() else z.square()
-    magnitude = torch.sqrt(squared + MODRELU_EPS)
-    return z * (torch.relu(magnitude + bias) / magnitude)
 
 
 def complex_dtype(reference: torch.Tensor) -> torch.dtype:
@@ -65,6 +62,22 @@ class _CachedTransitionCell(RecurrentCell):
             return super().run(x, mask, state)
         finally:
             self._factors = None
+
+
+class _WholeSequenceCell(_CachedTransitionCell):
+    """A cell whose ``run`` hands the whole sequence to ``sequence`` (one autograd node with a hand-written backward,
+    ``rnnlab.models.unitary_kernels``) instead of stepping ``step`` in Python; ``step`` is the same math, and runs
+    instead under autocast (the kernel computes in one dtype) or with a ``step_hook`` (the kernel never calls it)."""
+
+    def sequence(self, projected: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor]:
+        """(h_0..h_T,) [T + 1, B, H] from the input projections ``projected`` [T, B, ...] and h_0 [B, H]."""
+        raise NotImplementedError
+
+    def run(self, x, mask, state):
+        if torch.is_autocast_enabled(x.device.type) or self.step_hook is not None:
+            return super().run(x, mask, state)
+        projected = self.project(x.transpose(0, 1))  # time-major [T, B, ...]: each step's slice is contiguous
+        return sequence_outputs(self.sequence(projected, state[0]), mask)
 
 
 class _ComplexCell(_CachedTransitionCell):
@@ -126,11 +139,11 @@ class UnitaryCell(_ComplexCell):
     def transition(self, h):
         (d1, d2, d3), (u1, u2) = self.factors()
 
-        def reflect(z, u):
-            return z - 2 * (z * u.conj()).sum(-1, keepdim=True) * u
+        def reflect(z, u):  # z - 2 (u^* z) u for each row z: one matrix-vector product and one rank-1 update
+            return torch.addr(z, z @ u.conj(), u, alpha=-2)
 
         h = torch.fft.fft(h * d1, norm="ortho")
-        h = reflect(h, u1)[:, self.permutation] * d2
+        h = reflect(h, u1).index_select(-1, self.permutation) * d2
         h = reflect(torch.fft.ifft(h, norm="ortho"), u2)
         return h * d3
 
@@ -207,9 +220,9 @@ class EfficientUnitaryCell(_ComplexCell):
         (diag_a, off_a), (diag_b, off_b), diagonal = self.factors()
         for layer in range(self.capacity):
             if layer % 2 == 0:
-                h = diag_a[layer // 2] * h + off_a[layer // 2] * h[:, self.partner_a]
+                h = torch.addcmul(diag_a[layer // 2] * h, off_a[layer // 2], h.index_select(-1, self.partner_a))
             else:
-                h = diag_b[layer // 2] * h + off_b[layer // 2] * h[:, self.partner_b]
+                h = torch.addcmul(diag_b[layer // 2] * h, off_b[layer // 2], h.index_select(-1, self.partner_b))
         return diagonal * h
 
 
@@ -240,8 +253,11 @@ def orthogonal_linear(size: int, parametrization: str) -> nn.Linear:
     return orthogonal(nn.Linear(size, size, bias=False), orthogonal_map=PARAMETRIZATIONS[parametrization])
 
 
-class OrthogonalCell(_CachedTransitionCell):
-    """h_t = f(W_x x_t + U h_{t-1} + b), U orthogonal; for f = modReLU the bias is modReLU's and W_x has none."""
+class OrthogonalCell(_WholeSequenceCell):
+    """h_t = f(W_x x_t + U h_{t-1} + b), U orthogonal; for f = modReLU the bias is modReLU's and W_x has none.
+
+    ``run`` builds U once and runs ``unitary_kernels.orthogonal_sequence``; ``step`` is the same step by autograd.
+    """
 
     def __init__(self, input_size: int, hidden_size: int, nonlinearity: str, parametrization: str):
         super().__init__()
@@ -260,6 +276,10 @@ class OrthogonalCell(_CachedTransitionCell):
 
     def transition(self, h):
         return h @ self.factors().T
+
+    def sequence(self, projected, h0):
+        bias = self.bias if self.nonlinearity == "modrelu" else None
+        return orthogonal_sequence(projected, h0, self.recurrent.weight, bias, self.nonlinearity)
 
     def step(self, projected, state, t):
         (h,) = state
@@ -292,8 +312,10 @@ class OrthogonalRNN(RecurrentNetwork):
         return OrthogonalCell(input_size, self.hidden_size, self.nonlinearity, self.parametrization)
 
 
-class GatedOrthogonalCell(_CachedTransitionCell):
-    """One GORU step (Jing et al. 2017); see :class:`GatedOrthogonalRNN`."""
+class GatedOrthogonalCell(_WholeSequenceCell):
+    """One GORU step (Jing et al. 2017); see :class:`GatedOrthogonalRNN`. ``run`` stacks [U_r; U_z; U] (one matrix
+    product per step) and runs ``unitary_kernels.gated_orthogonal_sequence``; ``step`` is the same step by autograd.
+    """
 
     def __init__(self, input_size: int, hidden_size: int, parametrization: str):
         super().__init__()
@@ -309,6 +331,10 @@ class GatedOrthogonalCell(_CachedTransitionCell):
 
     def transition_factors(self):
         return self.recurrent.weight
+
+    def sequence(self, projected, h0):
+        weight = torch.cat([self.gates.weight, self.recurrent.weight])  # [3H, H]: U_r, U_z, U
+        return gated_orthogonal_sequence(projected, h0, self.gate_bias, weight, self.bias)
 
     def step(self, projected, state, t):
         (h,) = state
