@@ -53,6 +53,21 @@ def batch_column(keep: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return keep.view(-1, *[1] * (like.dim() - 1))
 
 
+def kernel_result(outputs: torch.Tensor, states: State, mask: torch.Tensor | None) -> tuple[torch.Tensor, State]:
+    """What ``RecurrentCell.run`` returns for a whole-sequence kernel that ran every step, padding included.
+
+    outputs [B, T, ...]; states: each component [T + 1, B, ...] (entry 0 the initial state); mask [B, T] a prefix
+    (padding at the end) or None. Steps past a sequence's length never reach its valid steps, so the state after its
+    last valid step is picked out and padded outputs are zeroed.
+    """
+    if mask is None or bool(mask.all()):
+        return outputs, tuple(s[-1] for s in states)
+    lengths = mask.sum(1)
+    batch = torch.arange(lengths.shape[0], device=lengths.device)
+    final = tuple(s[lengths, batch] for s in states)
+    return outputs.masked_fill(~mask.view(*mask.shape, *[1] * (outputs.dim() - 2)), 0.0), final
+
+
 class RecurrenceHook:
     """Changes what a :class:`RecurrentNetwork` computes, from outside its family; every method here is the identity.
 
@@ -284,12 +299,7 @@ class _SequenceKernelCell(_TorchWeightsCell):
         projected = self.project(x.transpose(0, 1))  # time-major [T, B, ...]: each step's slice is contiguous
         states = self.network.cell_sequence(projected, state, self.weight("weight_hh"), self.weight("bias_hh"))
         outputs = self.output(tuple(s[1:] for s in states)).transpose(0, 1)  # [B, T, H]
-        if mask is None or bool(mask.all()):
-            return outputs, tuple(s[-1] for s in states)
-        lengths = mask.sum(1)  # a prefix mask: valid steps first
-        batch = torch.arange(lengths.shape[0], device=lengths.device)
-        final = tuple(s[lengths, batch] for s in states)
-        return outputs.masked_fill(~mask.view(*mask.shape, *[1] * (outputs.dim() - 2)), 0.0), final
+        return kernel_result(outputs, states, mask)
 
 
 class FusedRecurrentNetwork(RecurrentNetwork):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from rnnlab.errors import require_choice
-from rnnlab.models.base import RecurrentCell, RecurrentNetwork, State
+from rnnlab.models.base import RecurrentCell, RecurrentNetwork, State, kernel_result
 from rnnlab.models.differential_kernels import drnn_sequence
 
 ORDERS = (1, 2)
@@ -58,12 +58,7 @@ class DRNNCell(RecurrentCell):
         )  # time-major [T + 1, B, ...]
         states = (hs, ss, *all_dos.split(self.hidden_size, dim=-1))
         outputs = hs[1:].transpose(0, 1)  # [B, T, H]
-        if mask is None or bool(mask.all()):
-            return outputs, tuple(component[-1] for component in states)
-        lengths = mask.sum(1)
-        batch = torch.arange(lengths.shape[0], device=lengths.device)
-        final = tuple(component[lengths, batch] for component in states)
-        return outputs.masked_fill(~mask.unsqueeze(-1), 0.0), final
+        return kernel_result(outputs, states, mask)
 
     def initial_state(self, batch, reference):
         return tuple(reference.new_zeros(batch, self.hidden_size) for _ in range(2 + self.order))

@@ -27,12 +27,11 @@ from torch import nn
 from torch.nn.utils.parametrizations import orthogonal
 
 from rnnlab.errors import require_choice, require_positive
-from rnnlab.models.base import RecurrentCell, RecurrentNetwork
+from rnnlab.models.base import RecurrentCell, RecurrentNetwork, kernel_result
 from rnnlab.models.unitary_kernels import (
     gated_orthogonal_sequence,
     modrelu,
     orthogonal_sequence,
-    sequence_outputs,
 )
 
 PARAMETRIZATIONS = {"expm": "matrix_exp", "cayley": "cayley"}
@@ -77,7 +76,8 @@ class _WholeSequenceCell(_CachedTransitionCell):
         if torch.is_autocast_enabled(x.device.type) or self.step_hook is not None:
             return super().run(x, mask, state)
         projected = self.project(x.transpose(0, 1))  # time-major [T, B, ...]: each step's slice is contiguous
-        return sequence_outputs(self.sequence(projected, state[0]), mask)
+        states = self.sequence(projected, state[0])
+        return kernel_result(states[0][1:].transpose(0, 1), states, mask)
 
 
 class _ComplexCell(_CachedTransitionCell):

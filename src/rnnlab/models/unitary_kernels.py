@@ -27,7 +27,6 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from rnnlab.models.base import State
 
 sigmoid_backward = torch.ops.aten.sigmoid_backward
 tanh_backward = torch.ops.aten.tanh_backward
@@ -189,19 +188,3 @@ def orthogonal_sequence(projected, h0, weight, bias, nonlinearity: str) -> tuple
 def gated_orthogonal_sequence(projected, h0, gate_bias, weight, bias) -> tuple[torch.Tensor]:
     """All GORU states (h_0..h_T,) [T + 1, B, H] for ``projected`` [T, B, 3H] (see module doc)."""
     return (GatedOrthogonalSequence.apply(projected, h0, gate_bias, weight, bias),)
-
-
-def sequence_outputs(states: State, mask: torch.Tensor | None) -> tuple[torch.Tensor, State]:
-    """A kernel's states [T + 1, B, ...] as ``RecurrentCell.run`` returns them: outputs [B, T, ...] (each step's first
-    state component, zeros at padded steps) and the state after each sequence's last valid step.
-
-    The kernel runs every step, padding included: padding is at the end, so steps past a sequence's length never reach
-    its valid steps; ``mask`` [B, T] (None: all valid) picks the final state and zeroes padded outputs.
-    """
-    outputs = states[0][1:].transpose(0, 1)
-    if mask is None or bool(mask.all()):
-        return outputs, tuple(s[-1] for s in states)
-    lengths = mask.sum(1)  # a prefix mask: valid steps first
-    batch = torch.arange(lengths.shape[0], device=lengths.device)
-    final = tuple(s[lengths, batch] for s in states)
-    return outputs.masked_fill(~mask.view(*mask.shape, *[1] * (outputs.dim() - 2)), 0.0), final
