@@ -52,7 +52,7 @@ def test_a_directory_reused_for_other_overrides_keeps_the_old_record(tmp_path):
 
 @pytest.mark.slow
 def test_an_interrupted_run_resumes_from_its_last_checkpoint_with_the_same_metrics(tmp_path):
-    args = ["model=lstm", "trainer.max_epochs=4", "callbacks=minimal", "data.train_size=2048", *TINY[2:],
+    args = ["model=lstm", "trainer.max_epochs=4", "callbacks=minimal", "data.train_size=8192", *TINY[2:],
             "data=adding"]
     whole = tmp_path / "whole"
     assert run_cli(tmp_path, *args, f"hydra.run.dir={whole}").returncode == 0
