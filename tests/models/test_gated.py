@@ -3,13 +3,17 @@ module's own weights, fused kernel vs hand-written cell, the model interface, co
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 from torch import nn
 
 from conftest import train_in_process
 from rnnlab.errors import ConfigError
-from rnnlab.models.gated import GRU, LSTM, LSTM_VARIANTS
+from rnnlab.models.gated import DROPPED_GATES, GRU, LSTM, LSTM_VARIANTS
+from rnnlab.models.budget import hidden_size_for_budget
+from rnnlab.models.initialization import initialize
 from zoo_checks import LENGTHS, check_interface
 
 IN, H = 3, 4
@@ -17,15 +21,17 @@ sigmoid = torch.sigmoid
 
 
 def lstm_weights(model: LSTM, suffix: str = "_l0"):
-    """W_x*, W_h*, b_* of one layer/direction, split by gate as in survey eqs. 32-36 (nn.LSTM order i, f, g, o)."""
+    """W_x*, W_h*, b_* of one layer/direction, split by gate as in survey eqs. 32-36 (nn.LSTM order i, f, g, o); a
+    gate the variant has no weights for (``rnn.gate_order``) gets zeros, which its change then overrides."""
     w_ih, w_hh = getattr(model.rnn, "weight_ih" + suffix), getattr(model.rnn, "weight_hh" + suffix)
     bias = getattr(model.rnn, "bias_ih" + suffix) + getattr(model.rnn, "bias_hh" + suffix)
-    gates = "ifgo"
-    return (
-        {g: w_ih[k * H : (k + 1) * H] for k, g in enumerate(gates)},
-        {g: w_hh[k * H : (k + 1) * H] for k, g in enumerate(gates)},
-        {g: bias[k * H : (k + 1) * H] for k, g in enumerate(gates)},
-    )
+    order = getattr(model.rnn, "gate_order", "ifgo")
+
+    def by_gate(weight):
+        rows = dict(zip(order, weight.split(H)))
+        return {g: rows.get(g, torch.zeros_like(weight[:H])) for g in "ifgo"}
+
+    return by_gate(w_ih), by_gate(w_hh), by_gate(bias)
 
 
 def hand_lstm_step(model: LSTM, x, h, c, a=None, change: str = "vanilla", peepholes: bool = False):
@@ -112,7 +118,7 @@ def test_greff_variant_differs_from_lstm_only_in_its_change(variant, peepholes):
     torch.manual_seed(2)
     reference = LSTM(IN, 2, hidden_size=H, peepholes=peepholes and variant != "np", implementation="cell")
     model = LSTM(IN, 2, hidden_size=H, variant=variant, peepholes=peepholes, implementation="cell")
-    loaded = model.load_state_dict(reference.state_dict(), strict=False)  # the same weights where both have them
+    loaded = model.load_state_dict(kept_rows(reference, model), strict=False)  # the same weights where both have them
     assert not loaded.missing_keys or variant == "fgr"
     x, state = torch.randn(5, 2, IN), random_state(5, fgr=variant == "fgr")
     outputs, final = model(x, state=state)
@@ -127,6 +133,44 @@ def test_greff_variant_differs_from_lstm_only_in_its_change(variant, peepholes):
         torch.testing.assert_close(outputs, plain, rtol=0, atol=1e-6)
     else:  # the change is real: the variant's function differs from the LSTM's on the same weights
         assert (outputs - plain).abs().max() > 1e-4
+
+
+def kept_rows(reference: LSTM, variant: LSTM) -> dict:
+    """``reference``'s state dict with the rows of the gates ``variant`` drops cut out of the stacked gate weights."""
+    order = getattr(variant.rnn, "gate_order", "ifgo")
+    rows = torch.cat([torch.arange(k * H, (k + 1) * H) for k in map("ifgo".index, order)])
+    return {name: value[rows] if name.startswith("rnn.") else value for name, value in reference.state_dict().items()}
+
+
+@pytest.mark.parametrize("variant", LSTM_VARIANTS)
+def test_parameter_counts_follow_greff(variant):
+    """Greff et al. 2017: a removed gate takes its H(I + H + 1) weights with it (nn.LSTM has two biases per gate);
+    FGR adds the [3H, 3H] gate recurrence; peepholes add H per remaining sigmoid gate."""
+    count = lambda model: sum(p.numel() for p in model.rnn.parameters()) + sum(
+        p.numel() for p in model.cells.parameters())
+    peepholes = variant != "np"
+    model = LSTM(IN, 1, hidden_size=H, variant=variant, peepholes=peepholes)
+    gates = 3 if variant in DROPPED_GATES else 4
+    sigmoid_gates = 3 - (variant in ("nig", "nfg", "nog", "cifg"))
+    expected = gates * H * (IN + H + 2) + (9 * H * H if variant == "fgr" else 0) + (sigmoid_gates * H if peepholes else 0)
+    assert count(model) == expected
+
+
+@pytest.mark.parametrize("variant", LSTM_VARIANTS)
+def test_param_budget_matches_every_variant_within_five_percent(variant):
+    peepholes = variant != "np"
+    factory = partial(LSTM, IN, 1, variant=variant, peepholes=peepholes)
+    model = factory(hidden_size=hidden_size_for_budget(factory, 5000))
+    assert abs(sum(p.numel() for p in model.parameters()) - 5000) <= 0.05 * 5000
+
+
+def test_forget_bias_finds_the_forget_gate_of_a_variant_without_input_gate():
+    model = initialize(LSTM(IN, 1, hidden_size=H, variant="nig", peepholes=True), forget_bias=3.0)
+    assert model.rnn.gate_order == "fgo"
+    torch.testing.assert_close(model.rnn.bias_ih_l0[:H], torch.full((H,), 3.0))
+    torch.testing.assert_close(model.rnn.bias_hh_l0[:H], torch.zeros(H))
+    with pytest.raises(ConfigError, match="forget_bias"):
+        initialize(LSTM(IN, 1, hidden_size=H, variant="cifg"), forget_bias=1.0)
 
 
 def test_variant_removes_the_parameters_it_does_not_use():

@@ -11,6 +11,9 @@ from rnnlab.models.kernels import gru_sequence, lstm_sequence
 
 # Greff et al. 2017, "LSTM: A Search Space Odyssey", section 3: each variant changes one thing of the LSTM.
 LSTM_VARIANTS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr")
+LSTM_GATES = "ifgo"  # nn.LSTM's row order of the stacked gate weights
+# The gates whose weights a variant drops (CIFG computes f_t = 1 - i_t, so it has no forget-gate weights).
+DROPPED_GATES = {"nig": "i", "nfg": "f", "nog": "o", "cifg": "f"}
 
 
 class LSTM(FusedRecurrentNetwork):
@@ -42,8 +45,9 @@ class LSTM(FusedRecurrentNetwork):
       so Greff's study is ``peepholes: true`` with every variant but ``np``, which is the same model as ``vanilla``
       without peepholes and refuses ``peepholes: true``.
 
-    Variants that remove a gate keep ``nn.LSTM``'s weights: that gate's rows get zero gradient but are still counted
-    in the parameter total (so ``param_budget`` gives them about 1/4 fewer effective parameters than ``vanilla``).
+    A variant that removes a gate (``nig``, ``nfg``, ``nog``, ``cifg``) has no weights for it: its layers hold
+    :class:`GateRows`, ``nn.LSTM``'s parameters (same names) without that gate's rows, so parameter counts follow
+    Greff et al. (3/4 of the gate weights) and ``param_budget`` matches every variant.
     """
 
     fused_class = nn.LSTM
@@ -67,6 +71,9 @@ class LSTM(FusedRecurrentNetwork):
         self.forget_gate = forget_gate and variant != "nfg"
         self.variant = "nfg" if variant == "vanilla" and not forget_gate else variant
         super().__init__(input_size, output_size, **kwargs)
+        dropped = DROPPED_GATES.get(self.variant, "")
+        if dropped:
+            self.rnn = GateRows(self.rnn, LSTM_GATES.replace(dropped, ""))
 
     @property
     def plain(self) -> bool:
@@ -92,6 +99,19 @@ class LSTM(FusedRecurrentNetwork):
     def cell_sequence(self, x_projected, state, weight_hh, bias_hh):
         """``cell_step`` over all steps as one autograd node with a hand-written backward (``kernels.lstm_sequence``)."""
         return lstm_sequence(x_projected, *state, weight_hh, bias_hh)
+
+
+class GateRows(nn.Module):
+    """The per-layer weights of an ``nn.LSTM`` (same names, e.g. ``weight_hh_l0``) keeping only the rows of
+    ``gate_order``'s gates, for the hand-written cell of a variant without some gate. It runs no kernel itself."""
+
+    def __init__(self, lstm: nn.LSTM, gate_order: str):
+        super().__init__()
+        self.gate_order = gate_order
+        size = lstm.hidden_size
+        rows = torch.cat([torch.arange(k * size, (k + 1) * size) for k in map(LSTM_GATES.index, gate_order)])
+        for name in lstm._flat_weights_names:
+            self.register_parameter(name, nn.Parameter(getattr(lstm, name).detach()[rows].clone()))
 
 
 class _LSTMVariantCell(_TorchWeightsCell):
@@ -131,7 +151,9 @@ class _LSTMVariantCell(_TorchWeightsCell):
     def step(self, projected: torch.Tensor, state: State, t: int) -> State:
         h, c = state[0], state[1]
         gates = projected + nn.functional.linear(h, self.weight("weight_hh"), self.weight("bias_hh"))
-        pre_i, pre_f, pre_g, pre_o = gates.chunk(4, dim=-1)
+        order = getattr(self.network.rnn, "gate_order", LSTM_GATES)
+        pre = dict(zip(order, gates.chunk(len(order), dim=-1)))
+        pre_i, pre_f, pre_g, pre_o = (pre.get(gate) for gate in LSTM_GATES)
         if self.gate_recurrence is not None:
             rec_i, rec_f, rec_o = nn.functional.linear(state[2], self.gate_recurrence).chunk(3, dim=-1)
             pre_i, pre_f, pre_o = pre_i + rec_i, pre_f + rec_f, pre_o + rec_o

@@ -79,13 +79,18 @@ def initialize(model: nn.Module, init: str = "default", init_std: float = 0.01, 
 
 
 def set_forget_bias(model: nn.Module, value: float) -> None:
-    lstms = [m for m in model.modules() if isinstance(m, (nn.LSTM, nn.LSTMCell))]
-    if not lstms:
+    """b_if = ``value``, b_hf = 0 in every LSTM weight set: ``nn.LSTM`` / ``nn.LSTMCell`` (gates i, f, g, o), or a
+    module naming its stacked gates in ``gate_order`` (a Greff variant's ``GateRows``)."""
+    gated = [(m, getattr(m, "gate_order", "ifgo")) for m in model.modules()
+             if isinstance(m, (nn.LSTM, nn.LSTMCell)) or hasattr(m, "gate_order")]
+    with_forget_gate = [(m, order) for m, order in gated if "f" in order]
+    if not with_forget_gate:
+        has = "LSTM weights without a forget gate" if gated else "none"
         raise ConfigError(
-            "forget_bias", f"applies to LSTM weights (nn.LSTM / nn.LSTMCell), and {type(model).__name__} has none"
+            "forget_bias", f"applies to LSTM forget gates (nn.LSTM / nn.LSTMCell), and {type(model).__name__} has {has}"
         )
-    for lstm in lstms:
+    for lstm, order in with_forget_gate:
         for name, bias in lstm.named_parameters():
             if name.startswith("bias_"):
-                forget = bias.view(4, -1)[1]
+                forget = bias.view(len(order), -1)[order.index("f")]
                 forget.fill_(value if name.startswith("bias_ih") else 0.0)
