@@ -23,7 +23,15 @@ def test_record_has_every_key_of_the_guide(tmp_path):
     assert record["steps"] == 4 and record["epochs"] == 1  # 256 / 64 batches, debug=fast caps at 5
     assert {"val/loss", "test/loss", "test/mse"} <= set(record["metrics"])
     assert record["params"] == 4 * 64 * (2 + 64) + 8 * 64 + 64 + 1
-    assert set(record["timing"]) == {"train_s", "step_ms", "tokens_per_s"} and record["timing"]["step_ms"] > 0
+    timing = record["timing"]
+    assert set(timing) == {"train_s", "step_ms", "cpu_ms_per_step", "threads", "tokens_per_s", "tokens_per_step",
+                           "flops_per_step", "flops_per_token"} and timing["step_ms"] > 0 and timing["cpu_ms_per_step"] > 0
+    # one measured step of batch 64 x 50 steps: the fused LSTM 2 -> 64 forward, backward twice it, and the readout
+    tokens = 64 * 50
+    assert timing["flops_per_step"] == 3 * 2 * tokens * (4 * 64 * (2 + 64) + 64)
+    memory = record["memory"]
+    assert memory["resident_mb"] == round(3 * 4 * record["params"] / 2**20 + 5 * 4 / 2**20, 3)  # Adam: 2 moments, steps
+    assert 0 < memory["step_peak_mb"] < memory["process_peak_mb"] == record["peak_memory_mb"]
     assert set(record["env"]) == {"git_sha", "torch", "lightning", "hydra", "device", "host"}
     assert record["config"]["model"]["hidden_size"] == 64  # resolved config
 

@@ -26,8 +26,7 @@ repeating at the same share of the cap but is never cut off (every ratio needs i
 Model peak memory: the most memory torch's allocator held during one forward+backward of the model alone (a step of
 its own after the timed ones, no reference step in it), above what it held before the step: parameters and the
 input are not counted; activations, gradients and workspaces are. CUDA: ``torch.cuda.max_memory_allocated``. CPU:
-the allocation and free events torch's CPU allocator reports to ``torch.profiler`` (``profile_memory=True``), summed
-in time order. It is the allocator's figure, not the process's resident set: memory that bypasses torch's allocator
+the allocation and free events torch's CPU allocator reports to ``torch.profiler`` (``rnnlab.measure``). It is the allocator's figure, not the process's resident set: memory that bypasses torch's allocator
 (the Python heap, a library's private buffers, the profiler's own records) is not seen.
 
 A model class that cannot read a [batch, time, features] tensor declares it with a class attribute
@@ -55,7 +54,6 @@ import statistics
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -74,6 +72,7 @@ from rich.table import Table
 
 from rnnlab.config_check import CONF_DIR, PRIMARY_CONFIG, group_options
 from rnnlab.errors import ConfigError
+from rnnlab.measure import AllocatorPeak, synchronize
 from rnnlab.models.budget import hidden_size_for_budget
 from rnnlab.record import one_line
 from rnnlab.train import build_model
@@ -253,11 +252,6 @@ def model_configs(
     return configs
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def train_step(model: torch.nn.Module, inputs: dict[str, Any]) -> Callable[[], None]:
     """One forward+backward of ``out.mean()`` on ``model(**inputs)``; gradients are cleared first so every step
     allocates the same."""
@@ -283,25 +277,10 @@ def timed(step: Callable[[], None], device: torch.device, clock: Callable[[], fl
 
 def peak_memory_bytes(step: Callable[[], None], device: torch.device) -> int:
     """The allocator's peak during ``step`` above what it held before (see the module docstring)."""
-    if device.type == "cuda":
-        synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
-        synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-            step()
-    events = sorted(
-        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
-    )
-    live = peak = 0
-    for event in events:
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak
+    peak = AllocatorPeak(device)
+    peak.start()
+    step()
+    return peak.stop()
 
 
 class Reference(torch.nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import resource
 import subprocess
@@ -12,6 +13,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+
+from rnnlab.measure import AllocatorPeak, StepFlops, resident_bytes
+
+log = logging.getLogger(__name__)
 
 RECORD_NAME = "summary.json"
 STATUSES = ("completed", "diverged", "failed")
@@ -46,43 +51,104 @@ def environment() -> dict[str, Any]:
     }
 
 
-def peak_memory_mb() -> float:
-    """Peak GPU memory allocated by torch when CUDA is in use, else the process's peak resident set size."""
-    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
-        return torch.cuda.max_memory_allocated() / 2**20
+def process_peak_mb() -> float:
+    """The process's peak resident set size (what the operating system saw, not the model's share of it)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 class RunStats(pl.Callback):
-    """Wall time of training, mean time per optimisation step, and tokens (valid time steps) per second."""
+    """What training cost: wall and CPU time per optimisation step, tokens (valid time steps) per second, and, for
+    one step, the model's own memory and FLOPs (``rnnlab.measure``).
+
+    The measured step is the second training batch (the first if only one runs): optimizer state exists by then,
+    as in every later step. Its time is left out of the step means, since the counters slow it down. CPU time is
+    the process's (all torch threads; ``threads`` says how many), robust to other processes on a shared machine
+    where wall time is not.
+    """
+
+    MEASURED_BATCH = 1
 
     def __init__(self):
         self.train_s = 0.0
-        self.step_s = 0.0
+        self.step_s = self.cpu_s = 0.0
         self.steps = 0
         self.tokens = 0
-        self._fit_start = self._step_start = 0.0
+        self._fit_start = self._step_start = self._cpu_start = 0.0
+        self._measure_from = self.MEASURED_BATCH
+        self.measured: dict[str, Any] = {}
+        self._peak: AllocatorPeak | None = None
+        self._flops: StepFlops | None = None
+        self._resident = 0
 
     def on_train_start(self, trainer, pl_module):
         self._fit_start = time.perf_counter()
+        self._measure_from = min(self.MEASURED_BATCH, max(0, int(trainer.estimated_stepping_batches) - 1))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._step_start = time.perf_counter()
+        if not self.measured and self._peak is None and trainer.global_step >= self._measure_from:
+            self._start_measurement(trainer, pl_module)
+        self._step_start, self._cpu_start = time.perf_counter(), time.process_time()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.step_s += time.perf_counter() - self._step_start
+        step_s, cpu_s = time.perf_counter() - self._step_start, time.process_time() - self._cpu_start
+        tokens = int(batch["lengths"].sum())
+        if self._peak is not None:
+            self._finish_measurement(step_s, cpu_s, tokens)
+            return
+        self.step_s += step_s
+        self.cpu_s += cpu_s
         self.steps += 1
-        self.tokens += int(batch["lengths"].sum())
+        self.tokens += tokens
+
+    def on_exception(self, trainer, pl_module, exception):
+        for counter in (self._peak, self._flops):
+            if counter is not None:
+                counter.abandon()
+        self._peak = self._flops = None
 
     def on_train_end(self, trainer, pl_module):
         self.train_s = time.perf_counter() - self._fit_start
 
+    def _start_measurement(self, trainer, pl_module) -> None:
+        self._resident = resident_bytes(pl_module, trainer.optimizers)
+        self._peak, self._flops = AllocatorPeak(pl_module.device), StepFlops()
+        try:
+            self._peak.start()
+        except RuntimeError as error:  # e.g. a torch.profiler already running (debug=profiler)
+            log.warning("model memory not measured: %s", one_line(error))
+            self._peak = None
+            return
+        self._flops.start()
+
+    def _finish_measurement(self, step_s: float, cpu_s: float, tokens: int) -> None:
+        flops, peak = self._flops.stop(), self._peak.stop()
+        self._peak = self._flops = None
+        self.measured = {
+            "model_memory_mb": round((self._resident + peak) / 2**20, 3),
+            "step_peak_mb": round(peak / 2**20, 3),
+            "resident_mb": round(self._resident / 2**20, 3),
+            "flops_per_step": flops,
+            "measured_step_tokens": tokens,
+        }
+
     def timing(self) -> dict[str, float | None]:
+        flops, tokens = self.measured.get("flops_per_step"), self.measured.get("measured_step_tokens")
         return {
             "train_s": round(self.train_s, 3),
             "step_ms": round(1000 * self.step_s / self.steps, 3) if self.steps else None,
+            "cpu_ms_per_step": round(1000 * self.cpu_s / self.steps, 3) if self.steps else None,
+            "threads": torch.get_num_threads(),
             "tokens_per_s": round(self.tokens / self.step_s, 1) if self.step_s else None,
+            "tokens_per_step": round(self.tokens / self.steps, 1) if self.steps else None,
+            "flops_per_step": flops,
+            "flops_per_token": round(flops / tokens, 1) if flops is not None and tokens else None,
         }
+
+    def memory(self) -> dict[str, Any]:
+        """The model's own memory in its measured step (what memory claims are judged on), beside the process's."""
+        device = "cuda max_memory_allocated" if torch.cuda.is_available() else "torch.profiler CPU allocator events"
+        own = {k: self.measured.get(k) for k in ("model_memory_mb", "step_peak_mb", "resident_mb")}
+        return {**own, "process_peak_mb": round(process_peak_mb(), 1), "measured_by": device}
 
 
 def write_record(run_dir: Path, record: dict[str, Any]) -> Path:

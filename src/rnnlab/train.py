@@ -27,7 +27,7 @@ from rnnlab.loggers import finish_loggers
 from rnnlab.models.budget import count_parameters, hidden_size_for_budget
 from rnnlab.models.compile import compile_cells
 from rnnlab.models.initialization import initialize
-from rnnlab.record import RunStats, environment, one_line, peak_memory_mb, write_record
+from rnnlab.record import RunStats, environment, one_line, write_record
 from rnnlab.tasks.heads import head_wiring
 from rnnlab.training import TrainingSettings
 
@@ -186,7 +186,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.exception("run failed: %s", record["error"])
     finally:
         finish_loggers(loggers, record["status"])
-    record.update(timing=stats.timing(), peak_memory_mb=round(peak_memory_mb(), 1))
+    record.update(timing=stats.timing(), memory=stats.memory())
+    record["peak_memory_mb"] = record["memory"]["process_peak_mb"]
     if rank_zero_only.rank == 0:
         path = write_record(run_dir, record)
         log.info("run %s: %s", record["status"], path)
@@ -212,6 +213,7 @@ def new_record(cfg: DictConfig) -> dict[str, Any]:
         "metrics": {},
         "timing": {},
         "peak_memory_mb": None,
+        "memory": {},
         "env": environment(),
         "config": resolved_config(cfg),
         "overrides": list(HydraConfig.get().overrides.task),
