@@ -21,8 +21,10 @@ def merge(base: dict, extra: dict) -> dict:
 def make_record(run_dir: Path, *, model: str = "lstm", seed: int = 0, status: str = "completed", name: str = "study",
                 overrides: list[str] | None = None, metrics: dict | None = None, params: int = 1000,
                 step_ms: float = 5.0, tokens_per_s: float = 1e4, peak_memory_mb: float = 100.0, hidden_size: int = 64,
-                config: dict | None = None, **top: Any) -> dict:
-    """A record as train.py writes it; ``config`` is deep-merged into a resolved config, ``top`` into the record."""
+                cpu_ms_per_step: float | None = None, flops_per_token: float | None = None,
+                model_memory_mb: float = 10.0, config: dict | None = None, **top: Any) -> dict:
+    """A record as train.py writes it; ``config`` is deep-merged into a resolved config, ``top`` into the record.
+    CPU time defaults to the wall time; a step holds 100 tokens; FLOPs per token default to 6 * params."""
     run_dir = Path(run_dir)
     resolved = {
         "task": {"_target_": "rnnlab.tasks.sequence.SequenceTask", "_partial_": True, "pooling": "last"},
@@ -52,8 +54,12 @@ def make_record(run_dir: Path, *, model: str = "lstm", seed: int = 0, status: st
         "steps": 10,
         "epochs": 1,
         "metrics": metrics if metrics is not None else {},
-        "timing": {"train_s": 1.0, "step_ms": step_ms, "tokens_per_s": tokens_per_s},
+        "timing": {"train_s": 1.0, "step_ms": step_ms, "tokens_per_s": tokens_per_s, "tokens_per_step": 100,
+                   "cpu_ms_per_step": step_ms if cpu_ms_per_step is None else cpu_ms_per_step, "threads": 1,
+                   "flops_per_token": 6 * params if flops_per_token is None else flops_per_token,
+                   "flops_per_step": 100 * (6 * params if flops_per_token is None else flops_per_token)},
         "peak_memory_mb": peak_memory_mb,
+        "memory": {"model_memory_mb": model_memory_mb, "process_peak_mb": peak_memory_mb},
         "env": {"git_sha": None, "torch": "2.11.0", "lightning": "2.6.6", "hydra": "1.3.8", "device": "cpu",
                 "host": "test"},
         "config": merge(resolved, config or {}),

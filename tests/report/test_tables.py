@@ -15,7 +15,7 @@ from rnnlab.report.stats import welch_p
 from rnnlab.report.tables import baseline_arms, default_baseline_spec, study_table
 
 MSE = {("lstm", 10): [0.010, 0.011, 0.012], ("lstm", 50): [0.020, 0.022, 0.021],
-       ("gru", 10): [0.030, 0.034, 0.032], ("gru", 50): [0.021, 0.020, 0.023]}
+       ("gru", 10): [0.030, 0.034, 0.032], ("gru", 50): [0.0205, 0.0210, 0.0215]}
 
 
 def grid(root):
@@ -74,7 +74,7 @@ def test_markdown_csv_and_html_are_written(tmp_path, capsys):
     with open(out / "claims.csv") as handle:
         claims = {row["claim"]: row for row in csv.DictReader(handle)}
     assert claims["GRU has fewer parameters than LSTM"]["verdict"] == "supported"
-    assert claims["GRU performs comparably to LSTM"]["verdict"] == "mixed"  # T=10 differs, T=50 does not
+    assert claims["GRU performs comparably to LSTM"]["verdict"] == "mixed"  # T=10 differs, T=50 within ±10%
     page = (out / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") >= 2
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # self-contained: nothing fetched

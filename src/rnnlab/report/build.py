@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from rnnlab.config_check import CONF_DIR, group_options
 from rnnlab.report import plots
 from rnnlab.report.collect import Study, check_conditions, group_studies
-from rnnlab.report.survey import CLAIMS, TABLES
+from rnnlab.report.published import published_tables
+from rnnlab.report.survey import CLAIMS, SURVEY, TABLES
 from rnnlab.report.verdicts import (
+    ROW_COSTS,
     CostSeries,
     Judgement,
     Reach,
@@ -21,6 +23,7 @@ from rnnlab.report.verdicts import (
     row_measures,
 )
 from rnnlab.report.tables import (
+    COSTS,
     StudyTable,
     Table,
     default_baseline_spec,
@@ -34,12 +37,12 @@ from rnnlab.report.tables import (
 log = logging.getLogger(__name__)
 
 MEASURED = {
-    "II": ("runs", "params", "step_ms", "peak_memory_mb", "time exponent"),
-    "III": ("runs", "params", "step_ms", "peak_memory_mb", "primary", "grad ratio", "reach"),
-    "IV": ("runs", "params", "step_ms", "peak_memory_mb", "primary", "grad ratio", "reach"),
+    "II": ("runs", *ROW_COSTS, "time exponent"),
+    "III": ("runs", *ROW_COSTS, "primary", "grad ratio", "reach"),
+    "IV": ("runs", *ROW_COSTS, "primary", "grad ratio", "reach"),
 }
-MEASURED_HEADERS = {"runs": "runs (measured)", "params": "params", "step_ms": "step ms", "peak_memory_mb": "peak MB",
-                    "time exponent": "time per data point vs N (fit)", "primary": "primary metric",
+MEASURED_HEADERS = {"runs": "runs (measured)", **{key: COSTS[key][0] for key in ROW_COSTS},
+                    "time exponent": "cost per data point vs N (fit)", "primary": "primary metric",
                     "grad ratio": "vanishing gradients: grad ratio", "reach": "long-term reach (longest T solved)"}
 
 
@@ -64,6 +67,7 @@ class Report:
     survey: dict[str, tuple[str, Table]]
     runs: Table
     settings: Settings
+    published: list[tuple[str, Table]] = field(default_factory=list)  # (title, table) per study a figure matches
 
 
 def registry(group: str) -> list[str]:
@@ -103,10 +107,11 @@ def build_report(records: list[dict], sources: list[str], *, baseline: str | Non
     settings = Settings(primary, solved_fraction=solved_fraction, tolerance=tolerance)
     study_reports = []
     for s in studies:
-        spec = baseline if baseline and (study or _matches_any(s, baseline)) else default_baseline_spec(s)
+        spec, reason = choose_baseline(s, baseline, forced=bool(study))
         if baseline and spec != baseline:
-            log.warning("--baseline %s matches no arm of study %s; using %s", baseline, s.name, spec)
-        report = StudyReport(study_table(s, primary[s.name], spec), cost_series(s), reaches(s, solved_fraction))
+            log.warning("--baseline %s matches no arm of study %s; using %s (%s)", baseline, s.name, spec, reason)
+        report = StudyReport(study_table(s, primary[s.name], spec, reason), cost_series(s),
+                             reaches(s, solved_fraction))
         if figures:
             report.figures = study_figures(report)
         study_reports.append(report)
@@ -114,7 +119,34 @@ def build_report(records: list[dict], sources: list[str], *, baseline: str | Non
     kept = [r for s in studies for r in s.records]
     primary_by_run = {r["run_dir"]: primary[s.name] for s in studies for r in s.records}
     return Report(sources, kept, study_reports, judgements, survey_tables(study_reports, settings, judgements),
-                  runs_table(kept, primary_by_run), settings)
+                  runs_table(kept, primary_by_run), settings, published_tables(studies))
+
+
+def choose_baseline(study: Study, requested: str | None, forced: bool) -> tuple[str | None, str]:
+    """The arm the study's others are tested against, and why: ``--baseline`` (always when ``forced``, else where it
+    matches), the baseline the study file declares (``sweeps/<study>.yaml``, found from the runs' ``name``), or the
+    first arm's value of the first swept key."""
+    if requested and (forced or _matches_any(study, requested)):
+        return requested, "--baseline"
+    declared, source = declared_baseline(study.name)
+    if declared and _matches_any(study, declared):
+        return declared, f"declared by {source}"
+    spec = default_baseline_spec(study)
+    if spec is None:
+        return None, "one arm, nothing to compare"
+    return spec, f"no baseline declared for study {study.name!r}: the first arm's value of its first swept key"
+
+
+def declared_baseline(study_name: str) -> tuple[str | None, str | None]:
+    """``baseline`` of the study file that ran ``study_name`` (rnnlab-sweep names runs ``<study>-<group>``)."""
+    from rnnlab.sweep import SWEEPS_DIR, SweepError, load_study
+
+    study = study_name.split("-", 1)[0]
+    try:
+        spec = load_study(study)
+    except SweepError:
+        return None, None
+    return spec.get("baseline"), f"sweeps/{study}.yaml" if (SWEEPS_DIR / f"{study}.yaml").is_file() else None
 
 
 def _matches_any(study: Study, spec: str) -> bool:
@@ -126,7 +158,7 @@ def study_figures(report: StudyReport) -> list[tuple[str, bytes]]:
     made = [
         ("Learning curves", plots.learning_curves(report.study)),
         (f"{report.table.primary} vs parameters", plots.metric_against(report.table, "params")),
-        (f"{report.table.primary} vs step time", plots.metric_against(report.table, "step_ms")),
+        (f"{report.table.primary} vs CPU time per step", plots.metric_against(report.table, "cpu_ms_per_step")),
         ("Gradient norm ratio vs lag", plots.gradient_vs_lag(report.study)),
         ("Cost vs hidden size N", plots.cost_vs_size(report.fits)),
     ]
@@ -140,7 +172,8 @@ def survey_tables(reports: list[StudyReport], settings: Settings, judgements: li
     several = len(reports) > 1
     for key, (title, rows) in TABLES.items():
         qualitative = list(rows[0].survey)
-        headers = ["row", "configs", *qualitative, *(MEASURED_HEADERS[m] for m in MEASURED[key]), "claims"]
+        headers = ["row", "source", "configs", *qualitative, *(MEASURED_HEADERS[m] for m in MEASURED[key]),
+                   "claims"]
         body = []
         for row in rows:
             measured: dict[str, list[str]] = {}
@@ -151,18 +184,20 @@ def survey_tables(reports: list[StudyReport], settings: Settings, judgements: li
             verdicts = [f"{j.claim.text}: {j.verdict}" + (f" [{j.study}]" if several and j.study != "-" else "")
                         for j in judgements if j.claim.subject == row.name and j.claim.table == key]
             body.append([
-                row.name, configured(row, registry), *(row.survey[q] for q in qualitative),
+                row.name, row.source, configured(row, registry), *(row.cell(q) for q in qualitative),
                 *("; ".join(measured.get(m, [])) or "not measured" for m in MEASURED[key]),
                 "; ".join(verdicts) or "-",
             ])
-        caption = ("Survey columns paraphrase Salehinejad et al., 'Recent Advances in Recurrent Neural Networks'; "
-                   "measured columns come from the runs in this report.")
+        caption = (f"Qualitative columns paraphrase Salehinejad et al., 'Recent Advances in Recurrent Neural "
+                   f"Networks' where the source is '{SURVEY}'; other rows (and cells marked [...]) come from the "
+                   "cited paper, not the survey. Measured columns come from the runs in this report.")
         tables[key] = (title, Table(headers, body, caption))
     return tables
 
 
 def claims_table(judgements: list[Judgement]) -> Table:
-    rows = [[f"Table {j.claim.table}", j.claim.subject, j.claim.text, j.study, j.verdict, j.evidence]
+    rows = [[f"Table {j.claim.table}", j.claim.subject, j.claim.text, j.claim.source, j.study, j.verdict, j.evidence]
             for j in judgements]
-    return Table(["survey", "row", "claim", "study", "verdict", "evidence"], rows,
-                 f"{len(CLAIMS)} claims; supported / contradicted at p < 0.05 (Welch) where runs vary.")
+    return Table(["table", "row", "claim", "source", "study", "verdict", "evidence"], rows,
+                 f"{len(CLAIMS)} claims; supported / contradicted at p < 0.05 (Welch) where runs vary. Source "
+                 f"'{SURVEY}': the survey's claim; otherwise the cited paper's, not the survey's.")

@@ -100,6 +100,11 @@ def timing(record: dict, name: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def memory(record: dict, name: str) -> float | None:
+    value = (record.get("memory") or {}).get(name)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def number(record: dict, name: str) -> float | None:
     value = record.get(name)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
@@ -303,6 +308,8 @@ def wandb_records(project: str, group: str | None) -> list[dict[str, Any]]:
     return records
 
 
+TIMING_KEYS = ("train_s", "step_ms", "cpu_ms_per_step", "threads", "tokens_per_s", "tokens_per_step", "flops_per_step",
+               "flops_per_token")
 WANDB_STATES = {"finished": "completed", "crashed": "failed", "failed": "failed", "killed": "failed"}
 
 
@@ -322,7 +329,7 @@ def record_from_wandb(config: dict, summary: dict, state: str, name: str | None,
     if group and "name" not in config:
         config["name"] = group
     timing = summary.get("timing") if isinstance(summary.get("timing"), dict) else {
-        key: summary[key] for key in ("train_s", "step_ms", "tokens_per_s") if key in summary
+        key: summary[key] for key in TIMING_KEYS if key in summary
     }
     record = {
         "status": status,
@@ -333,6 +340,7 @@ def record_from_wandb(config: dict, summary: dict, state: str, name: str | None,
         "metrics": metrics,
         "timing": timing,
         "peak_memory_mb": summary.get("peak_memory_mb"),
+        "memory": summary.get("memory") if isinstance(summary.get("memory"), dict) else {},
         "config": config,
         "overrides": overrides,
     }

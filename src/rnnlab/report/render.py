@@ -39,7 +39,8 @@ def study_header(report: StudyReport) -> list[str]:
     lines = [
         f"Runs: {len(study.records)} ({counts(study.records)}); arms: {len(study.arms)}",
         f"Swept: {', '.join(study.swept) or 'nothing (one arm)'}; seeds are the repeats",
-        f"Primary metric: {table.primary or '-'}; baseline arm: {table.baseline_spec or '-'}",
+        f"Primary metric: {table.primary or '-'}; baseline arm: {table.baseline_spec or '-'}"
+        + (f" ({table.baseline_reason})" if table.baseline_reason else ""),
     ]
     return lines
 
@@ -70,6 +71,8 @@ def render_markdown(report: Report) -> str:
             out += ["Figures: " + ", ".join(title for title, _ in study.figures) + " (in report.html)", ""]
     out += ["## Survey claims", "", to_markdown(claims_table(report.judgements)), ""]
     for key, (title, table) in report.survey.items():
+        out += [f"## {title}", "", to_markdown(table), ""]
+    for title, table in report.published:
         out += [f"## {title}", "", to_markdown(table), ""]
     out += ["## All runs", "", to_markdown(report.runs), ""]
     return "\n".join(out)
@@ -124,6 +127,9 @@ def render_html(report: Report) -> str:
     for key, (title, table) in report.survey.items():
         body.append(f"<h3>{esc(title)}</h3>" + _table(table, f"survey-{key}"))
     body.append("</section>")
+    if report.published:
+        tables = "".join(f"<h3>{esc(title)}</h3>" + _table(table, "published") for title, table in report.published)
+        body.append(f'<section id="published"><h2>Published figures</h2>{tables}</section>')
     body.append(f'<section id="runs"><h2>All runs</h2>{_table(report.runs, "runs")}</section>')
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"

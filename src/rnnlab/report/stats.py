@@ -47,6 +47,34 @@ def welch_p(a: list[float], b: list[float]) -> float | None:
     return float(p) if math.isfinite(p) else None
 
 
+def welch_shifted_p(a: list[float], b: list[float], shift: float, alternative: str) -> float | None:
+    """One-sided Welch p of H1: mean(a) - mean(b) < shift (``less``) or > shift (``greater``)."""
+    if len(a) < 2 or len(b) < 2 or (np.var(a) == 0 and np.var(b) == 0):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = stats.ttest_ind(np.asarray(a, dtype=float) - shift, b, equal_var=False, alternative=alternative).pvalue
+    return float(p) if math.isfinite(p) else None
+
+
+def equivalence_p(a: list[float], b: list[float], margin: float) -> float | None:
+    """Two one-sided Welch tests (TOST): p of H1 |mean(a) - mean(b)| < ``margin``, the larger of the two p-values."""
+    below = welch_shifted_p(a, b, margin, "less")
+    above = welch_shifted_p(a, b, -margin, "greater")
+    return None if below is None or above is None else max(below, above)
+
+
+def seeds_needed(a: list[float], b: list[float], difference: float, alpha: float = 0.05, power: float = 0.8,
+                 one_sided: bool = False) -> int | None:
+    """Runs per arm at which a Welch test at ``alpha`` detects ``difference`` with probability ``power``, from the
+    arms' observed spread (normal approximation, n = (z_alpha + z_power)^2 (var_a + var_b) / difference^2)."""
+    if len(a) < 2 or len(b) < 2 or difference == 0:
+        return None
+    variance = float(np.var(a, ddof=1) + np.var(b, ddof=1))
+    z = stats.norm.ppf(1 - (alpha if one_sided else alpha / 2)) + stats.norm.ppf(power)
+    return max(2, math.ceil(z * z * variance / difference**2))
+
+
 def significance(p: float | None) -> str:
     """``**`` for p < 0.01, ``*`` for p < 0.05, else nothing."""
     if p is None:

@@ -1,12 +1,14 @@
 """The survey's Tables II, III and IV as data: rows, the configs that measure them, and the claims data can judge.
 
 Salehinejad, Sankar, Barfett, Colak and Valaee, "Recent Advances in Recurrent Neural Networks" (arXiv:1801.01078):
-Table II compares learning methods, Table III the LSTM variants, Table IV the architectures with their advantages and
-disadvantages. The qualitative cells below paraphrase the survey (and, for costs, the analyses it cites: Williams &
-Zipser 1995 for BPTT/RTRL, Schmidhuber 1992 for the hybrid; Greff et al. 2017 for the LSTM variants); they are short
-paraphrases, not quotations. Each row names the model configs (conf/model/<name>.yaml), learning rules
-(``config.training.rule``) or optimizers (conf/optimizer) whose runs measure it; a name with no config matches no run.
-How claims are judged: rnnlab.report.verdicts.
+Table II compares learning methods (the exact-gradient rules BPTT, RTRL, FFP, GF and BU with their time complexity per
+time step, for a network of N units), Table III the LSTM variants and Table IV the architectures, each with advantages
+and disadvantages. The cells below are short paraphrases, not quotations. Every row, cell and claim names its source:
+``"survey"`` for the survey's own tables and text; rows and claims that rnnlab measures but the survey does not make
+(the LSTM variants of Greff et al. 2017, truncated BPTT, the original LSTM without forget gate) carry their own
+citation and are never attributed to the survey. Each row names the model configs (conf/model/<name>.yaml), learning
+rules (``config.training.rule``) or optimizers (conf/optimizer) whose runs measure it; a name with no config matches
+no run. How claims are judged: rnnlab.report.verdicts.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rnnlab.report.collect import config_value, training_rule
+
+SURVEY = "survey"  # the source of a row, cell or claim taken from Salehinejad et al.'s tables or text
 
 
 @dataclass(frozen=True)
@@ -81,51 +85,89 @@ def _show(value: Any) -> str:
 
 @dataclass(frozen=True)
 class SurveyRow:
+    """One row of a survey table: its qualitative cells (``survey``: column -> text) and the runs that measure it.
+
+    ``source`` is where the row comes from (``"survey"``, or a citation for rows the survey lacks); ``sources`` names
+    the source of single cells taken from elsewhere (column -> citation). ``exponent``: Table II's claimed time per
+    data point (per time step) as a power of the network size N.
+    """
+
     table: str  # "II", "III" or "IV"
     name: str
     selector: Selector
     survey: dict[str, str] = field(hash=False, compare=False)
-    exponent: float | None = None  # Table II: the claimed time exponent per data point in N
+    exponent: float | None = None
+    source: str = SURVEY
+    sources: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+    def cell_source(self, column: str) -> str:
+        return self.sources.get(column, self.source)
+
+    def cell(self, column: str) -> str:
+        """The cell's text, with its source in brackets when that differs from the row's."""
+        text, source = self.survey[column], self.cell_source(column)
+        return text if source == self.source or text in ("", "-") else f"{text} [{source}]"
 
 
-def _row(table: str, name: str, selector: Selector, exponent: float | None = None, **survey: str) -> SurveyRow:
-    return SurveyRow(table, name, selector, survey, exponent)
+def _row(table: str, name: str, selector: Selector, exponent: float | None = None, *, source: str = SURVEY,
+         sources: dict[str, str] | None = None, **survey: str) -> SurveyRow:
+    return SurveyRow(table, name, selector, survey, exponent, source, dict(sources or {}))
 
 
-BPTT, TBPTT, RTRL, HYBRID = (Selector(rules=(r,)) for r in ("bptt", "tbptt", "rtrl", "hybrid"))
+BPTT, TBPTT, RTRL, BU, FFP, GF = (Selector(rules=(r,)) for r in ("bptt", "tbptt", "rtrl", "bu", "ffp", "gf"))
 ELMAN = Selector(models=("elman",))
 LSTM = Selector(models=("lstm",), where=(("model.variant", ("vanilla", None)),))
 GRU = Selector(models=("gru",))
 URNN = Selector(models=("urnn", "eurnn"))
+SCRN = Selector(models=("scrn",))
+GORU = Selector(models=("goru",))
+HSRNN = Selector(models=("hsrnn",))
+BLSTM = Selector(models=("blstm",))
+# LSTM and simple RNN sized by hidden_size, not matched to a parameter budget: "the same hidden size"
+LSTM_SIZED = Selector(models=("lstm",), where=(("model.variant", ("vanilla", None)), ("model.param_budget", (None,))))
+ELMAN_SIZED = Selector(models=("elman",), where=(("model.param_budget", (None,)),))
 EKF = Selector(optimizers=("ekf", "dekf"))
 HESSIAN_FREE = Selector(optimizers=("hessian_free",))
 FIRST_ORDER = Selector(optimizers=("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"))
 GREFF = {v: Selector(models=("lstm",), where=(("model.variant", (v,)),))
          for v in ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr")}
+GREFF_2017 = "Greff et al. 2017"
 
 TABLE_II = [
     _row("II", "BPTT", BPTT, 2.0,
-         method="unfold the network in time and back-propagate the error through every step",
+         method="unfold the network in time and back-propagate the error through the unfolded network",
          complexity="O(N²) per time step; storage grows with the sequence length",
-         advantages="exact gradient at the lowest cost per step",
-         disadvantages="not online; stores the whole sequence; gradients vanish or explode over long spans"),
-    _row("II", "Truncated BPTT", TBPTT, 2.0,
-         method="BPTT over a window of the last h steps",
+         advantages="exact gradient at the lowest cost per time step",
+         disadvantages="offline: the whole sequence is stored before the backward pass"),
+    _row("II", "Truncated BPTT", TBPTT, 2.0, source="Williams & Peng 1990",  # rnnlab's addition to Table II
+         method="BPTT over a window of the last h steps, repeated every few steps",
          complexity="O(N²) per time step for a fixed window h",
-         advantages="online, with storage bounded by h",
-         disadvantages="no credit assignment beyond h steps"),
+         advantages="online, with storage bounded by the window",
+         disadvantages="no credit assignment beyond the window"),
     _row("II", "RTRL", RTRL, 4.0,
-         method="carry the sensitivity of every state to every weight forward in time",
+         method="carry the sensitivity of every unit to every weight forward in time (Williams & Zipser 1989)",
          complexity="O(N⁴) per time step; O(N³) storage",
          advantages="online exact gradient; storage independent of the sequence length",
-         disadvantages="too costly for large networks"),
-    _row("II", "Hybrid BPTT/RTRL", HYBRID, 3.0,
-         method="RTRL every h steps, BPTT within each block (Schmidhuber 1992)",
-         complexity="O(N³) per time step on average",
-         advantages="online with fixed storage, cheaper than RTRL",
-         disadvantages="more involved bookkeeping"),
+         disadvantages="computation grows as N⁴: too costly for large networks"),
+    _row("II", "FFP: fast forward propagation", FFP, 3.0,
+         method="a forward-in-time (online) exact gradient computed more cheaply than RTRL's sensitivities",
+         complexity="O(N³) per time step",
+         advantages="online, one order of N cheaper than RTRL",
+         disadvantages="still an order of N costlier per step than BPTT"),
+    _row("II", "GF: Green's function", GF, 3.0,
+         method="solve forward in time for the Green's function of the sensitivity equation instead of the full "
+                "sensitivity matrix (Sun, Chen & Lee 1992)",
+         complexity="O(N³) per time step",
+         advantages="online, one order of N cheaper than RTRL",
+         disadvantages="still an order of N costlier per step than BPTT"),
+    _row("II", "BU: block update", BU, 3.0,
+         method="BPTT within blocks of h steps, RTRL-style sensitivities carried across the blocks "
+                "(Schmidhuber 1992's BPTT/RTRL hybrid)",
+         complexity="O(N³) per time step on average; O(N³) storage",
+         advantages="online exact gradient with fixed-size storage, cheaper than RTRL",
+         disadvantages="costlier per step than BPTT"),
     _row("II", "Extended Kalman filter", EKF,
-         method="treat the weights as the state of a dynamical system estimated by an EKF",
+         method="treat the weights as the state of a dynamical system estimated by an extended Kalman filter",
          complexity="a covariance over all W weights: O(W²) per step (global EKF)",
          advantages="fast convergence in few passes",
          disadvantages="cost and memory quadratic in the number of weights"),
@@ -133,88 +175,109 @@ TABLE_II = [
          method="conjugate gradient on Gauss-Newton curvature-vector products (Martens & Sutskever 2011)",
          complexity="tens of forward/backward passes per update",
          advantages="copes with pathological curvature; long-term dependencies without gating",
-         disadvantages="costly updates; damping to tune"),
+         disadvantages="costly updates"),
     _row("II", "Evolutionary / global search", Selector(optimizers=("genetic", "cmaes")),
          method="population-based search over the weights (genetic algorithms and kin)",
          complexity="one forward pass per candidate per generation",
-         advantages="needs no gradient; can escape local minima",
-         disadvantages="scales poorly with the number of weights"),
+         advantages="needs no gradient",
+         disadvantages="may get stuck in local minima"),
 ]
 
 TABLE_III = [
     _row("III", "LSTM, original (no forget gate)", Selector(models=("lstm",), where=(("model.forget_gate", (False,)),)),
-         idea="memory cell with input and output gates (Hochreiter & Schmidhuber 1997)",
-         note="constant error carousel; the cell cannot reset itself"),
-    _row("III", "LSTM with forget gate", LSTM,
-         idea="a forget gate resets the cell (Gers et al. 2000); survey eqs. 32-38",
-         note="the standard LSTM the survey reviews"),
-    _row("III", "NIG: no input gate", GREFF["nig"], idea="i_t = 1", note="Greff et al.: hurts performance"),
-    _row("III", "NFG: no forget gate", GREFF["nfg"], idea="f_t = 1",
-         note="Greff et al.: among the most harmful changes"),
-    _row("III", "NOG: no output gate", GREFF["nog"], idea="o_t = 1", note="Greff et al.: hurts performance"),
-    _row("III", "NIAF: no input activation", GREFF["niaf"], idea="g_t without tanh",
-         note="Greff et al.: hurts performance"),
-    _row("III", "NOAF: no output activation", GREFF["noaf"], idea="h_t = o_t * c_t",
-         note="Greff et al.: among the most harmful changes"),
-    _row("III", "NP: no peepholes", GREFF["np"], idea="gates do not read the cell",
-         note="Greff et al.: no significant loss, fewer parameters"),
-    _row("III", "CIFG: coupled input and forget gate", GREFF["cifg"], idea="f_t = 1 - i_t (GRU-like)",
-         note="Greff et al.: no significant loss, fewer parameters"),
-    _row("III", "FGR: full gate recurrence", GREFF["fgr"], idea="gates read all gates of the previous step",
-         note="Greff et al.: no gain for many more parameters"),
-    _row("III", "Stacked LSTM", Selector(models=("lstm",), where=(("model.num_layers", AtLeast(2)),)),
-         idea="LSTM layers on top of each other", note="deeper representations; more to train"),
-    _row("III", "Bidirectional LSTM", Selector(models=("blstm",)),
-         idea="forward and backward LSTMs over the sequence", note="uses future context; not online"),
+         source="Hochreiter & Schmidhuber 1997; Gers et al. 2000",  # rnnlab's addition to Table III
+         advantages="constant error carousel: error flows unchanged through the memory cell over long lags",
+         disadvantages="the cell cannot reset itself, so its state can grow on long continual input"),
+    _row("III", "LSTM", LSTM,
+         advantages="gated memory cell (input, forget and output gates) learns long-term dependencies and eases "
+                    "vanishing gradients",
+         disadvantages="more parameters, memory and computation than a simple RNN"),
+    _row("III", "NIG: no input gate", GREFF["nig"], source=GREFF_2017,
+         advantages="fewer parameters (i_t = 1)", disadvantages="significantly worse performance"),
+    _row("III", "NFG: no forget gate", GREFF["nfg"], source=GREFF_2017,
+         advantages="fewer parameters (f_t = 1)", disadvantages="one of the two most harmful changes"),
+    _row("III", "NOG: no output gate", GREFF["nog"], source=GREFF_2017,
+         advantages="fewer parameters (o_t = 1)", disadvantages="significantly worse performance"),
+    _row("III", "NIAF: no input activation", GREFF["niaf"], source=GREFF_2017,
+         advantages="simpler block input (no tanh)", disadvantages="significantly worse performance"),
+    _row("III", "NOAF: no output activation", GREFF["noaf"], source=GREFF_2017,
+         advantages="simpler output (h_t = o_t * c_t)",
+         disadvantages="one of the two most harmful changes: the unbounded cell state reaches the output"),
+    _row("III", "NP: no peepholes", GREFF["np"], source=GREFF_2017,
+         advantages="fewer parameters with no significant loss", disadvantages="none significant"),
+    _row("III", "CIFG: coupled input and forget gate", GREFF["cifg"], source=GREFF_2017,
+         advantages="f_t = 1 - i_t: fewer parameters and less computation with no significant loss",
+         disadvantages="none significant"),
+    _row("III", "FGR: full gate recurrence", GREFF["fgr"], source=GREFF_2017,
+         advantages="gates read all gates of the previous step",
+         disadvantages="many more parameters for no significant gain"),
     _row("III", "S-LSTM (tree-structured)", Selector(models=("tree_lstm",)),
-         idea="LSTM cells over a tree's children", note="hierarchical composition (e.g. parse trees)"),
+         advantages="composes a tree's children: hierarchical structure such as parse trees",
+         disadvantages="needs the tree structure of every input; more complex than a chain LSTM"),
+    _row("III", "Stacked LSTM", Selector(models=("lstm",), where=(("model.num_layers", AtLeast(2)),)),
+         advantages="LSTM layers on top of each other learn deeper, hierarchical temporal representations",
+         disadvantages="more parameters and computation; harder to train"),
+    _row("III", "Bidirectional LSTM", BLSTM,
+         advantages="uses past and future context at every step",
+         disadvantages="needs the whole sequence (not online); about twice the computation"),
     _row("III", "Multidimensional LSTM", Selector(models=("mdlstm",)),
-         idea="one recurrence per data dimension", note="images and video; cost grows with the dimensions"),
+         advantages="one recurrence per data dimension: images, video and other multidimensional data",
+         disadvantages="becomes unstable as the grid size and the depth grow"),
     _row("III", "Grid LSTM", Selector(models=("grid_lstm",)),
-         idea="LSTM cells along depth as well as time", note="gated paths in every dimension"),
+         advantages="LSTM cells along depth as well as time: gated paths in every dimension, stable in depth",
+         disadvantages="more computation and memory per step"),
     _row("III", "Differential RNN (dRNN)", Selector(models=("drnn",)),
-         idea="gates driven by the derivative of the state (DoS)", note="salient spatio-temporal changes (actions)"),
-    _row("III", "Local-global LSTM", Selector(), idea="local and global context combined in the cell",
-         note="no config in this project"),
-    _row("III", "Matching LSTM", Selector(), idea="LSTM over attention-matched sentence pairs (inference)",
-         note="no config in this project"),
+         advantages="gates driven by the derivative of the states (DoS) pick out salient spatio-temporal changes "
+                    "(human actions)",
+         disadvantages="extra computation for the state derivatives; tailored to action recognition"),
+    _row("III", "Local-global LSTM", Selector(),
+         advantages="local and global context combined in the cell (semantic object parsing)",
+         disadvantages="no config in this project"),
+    _row("III", "Matching LSTM", Selector(),
+         advantages="word-by-word matching of a sentence pair (natural language inference)",
+         disadvantages="no config in this project"),
     _row("III", "Frequency-time LSTM", Selector(models=("ft_lstm",)),
-         idea="an F-LSTM across frequency bands feeds a T-LSTM over time", note="speech recognition"),
+         advantages="an F-LSTM across frequency bands feeds a T-LSTM over time (speech recognition)",
+         disadvantages="more computation than an LSTM over time alone"),
 ]
 
 TABLE_IV = [
-    _row("IV", "Simple RNN (Elman)", ELMAN,
+    _row("IV", "Simple RNN (Elman)", ELMAN,  # the survey's section II; the baseline of Table IV's comparisons
          advantages="simple; fewest parameters", disadvantages="vanishing and exploding gradients; short memory"),
     _row("IV", "Deep RNN", Selector(models=("deep_rnn", "dt_rnn", "dts_rnn", "do_rnn")),
-         advantages="deep input-to-hidden, hidden-to-hidden and hidden-to-output transitions",
-         disadvantages="longer gradient paths; harder to train"),
+         advantages="deep input-to-hidden, hidden-to-hidden and hidden-to-output functions learn more abstract "
+                    "representations",
+         disadvantages="longer gradient paths: harder to train; more computation"),
     _row("IV", "Bidirectional RNN", Selector(models=("brnn", "blstm", "bgru")),
          advantages="uses past and future context", disadvantages="needs the whole sequence; twice the computation"),
     _row("IV", "Recurrent CNN", Selector(models=("rcnn", "convlstm", "lrcn")),
-         advantages="spatial features with temporal context", disadvantages="costly on large inputs"),
+         advantages="recurrent convolutions give spatial features with context (images, video)",
+         disadvantages="costly on large inputs"),
     _row("IV", "Multidimensional RNN", Selector(models=("mdrnn", "mdlstm")),
-         advantages="recurrence over several dimensions (images, video)",
+         advantages="recurrence along every dimension of the data (images, video)",
          disadvantages="cost grows with the number of dimensions"),
     _row("IV", "LSTM", LSTM,
-         advantages="gated memory cell keeps the error flow; learns long-term dependencies",
-         disadvantages="more parameters and computation than a simple RNN"),
+         advantages="gated memory cell keeps the error flow: learns long-term dependencies",
+         disadvantages="about four times the parameters of a simple RNN; more memory and computation"),
     _row("IV", "GRU", GRU,
          advantages="fewer gates: fewer parameters and less memory than LSTM, comparable performance",
-         disadvantages="no separate memory cell or output gate"),
+         disadvantages="no separate memory cell and no output gate"),
     _row("IV", "Memory networks", Selector(models=("memn2n", "rmn")),
          advantages="explicit long-term memory for reasoning (question answering)",
-         disadvantages="large memory; the original needs supervised memory access"),
-    _row("IV", "Structurally constrained RNN (SCRN)", Selector(models=("scrn",)),
-         advantages="slow context units give longer memory with few extra parameters",
-         disadvantages="fixed-decay context"),
+         disadvantages="large memory; the original needs supervision of the memory access"),
+    _row("IV", "Structurally constrained RNN (SCRN)", SCRN,
+         advantages="slowly changing context units: longer memory, less vanishing gradient, few extra parameters",
+         disadvantages="fixed decay of the context units"),
     _row("IV", "Unitary RNN", URNN,
-         advantages="unitary recurrent matrix preserves the gradient norm: no vanishing or exploding",
-         disadvantages="restricted parameterization; complex-valued arithmetic"),
-    _row("IV", "Gated orthogonal recurrent unit (GORU)", Selector(models=("goru",)),
-         advantages="orthogonal transitions with gates: long memory and forgetting",
+         advantages="unitary recurrent matrix keeps the gradient norm: no vanishing or exploding gradients",
+         disadvantages="restricted parameterization of the recurrent matrix; complex-valued arithmetic"),
+    _row("IV", "Gated orthogonal recurrent unit (GORU)", GORU,
+         advantages="orthogonal transitions with gates: remembers over long spans and can forget; less vanishing "
+                    "gradient",
          disadvantages="more computation than a uRNN"),
-    _row("IV", "Hierarchical subsampling RNN", Selector(models=("hsrnn",)),
-         advantages="subsampling shortens long sequences", disadvantages="fixed subsampling rates"),
+    _row("IV", "Hierarchical subsampling RNN", HSRNN,
+         advantages="subsampling shortens long sequences, so gradients cross fewer steps",
+         disadvantages="fixed subsampling rates"),
 ]
 
 ROWS = TABLE_II + TABLE_III + TABLE_IV
@@ -224,12 +287,18 @@ TABLES = {"II": ("Table II: learning methods", TABLE_II), "III": ("Table III: LS
 
 @dataclass(frozen=True)
 class Claim:
-    """A survey claim that runs can judge: ``a`` vs ``b`` on ``quantity`` in the direction ``relation``.
+    """A claim that runs can judge: ``a`` vs ``b`` on ``quantity`` in the direction ``relation``.
 
-    quantity: ``params`` | ``step_ms`` | ``peak_memory_mb`` | ``primary`` (the study's primary metric) |
-              ``grad_ratio`` (log10 gradient ratio at the largest common lag) | ``reach`` | ``time_exponent``
+    quantity: ``params`` (trainable parameter count) | ``model_memory_mb`` (the allocator's peak for the model's own
+              training step; every memory claim) | ``flops_per_step`` (FLOPs of one training step counted by
+              torch.utils.flop_counter; "computation per step" claims) | ``cpu_ms_per_step`` (CPU time per step at 1
+              thread; "time per step/update" claims) | ``primary`` (the study's primary metric) | ``grad_ratio``
+              (log10 gradient ratio at the largest common lag) | ``reach`` (longest task length solved) |
+              ``time_exponent`` (fitted exponent of time per data point against N)
     relation: ``less`` | ``greater`` (a than b) | ``worse`` | ``not_worse`` | ``similar`` (primary metric) |
-              ``exponent`` (fitted exponent within ``tolerance`` of ``exponent``)
+              ``exponent`` (fitted exponent within the tolerance of ``exponent``) |
+              ``ratio`` (a / b within ``factor`` * (1 ± ``tolerance``), paired arms)
+    source:   ``"survey"`` for the survey's claims; another paper's citation for claims the survey does not make.
     """
 
     table: str
@@ -240,46 +309,67 @@ class Claim:
     a: Selector
     b: Selector | None = None
     exponent: float | None = None
+    source: str = SURVEY
+    factor: float | None = None
+    tolerance: float | None = None
+
+
+def _complexity_claim(row: SurveyRow) -> Claim:
+    return Claim("II", row.name, f"{row.name} costs {row.survey['complexity'].split(';')[0]}", "time_exponent",
+                 "exponent", row.selector, exponent=row.exponent, source=row.source)
 
 
 CLAIMS = [
-    *(Claim("II", row.name, f"{row.name} costs {row.survey['complexity'].split(';')[0]}",
-            "time_exponent", "exponent", row.selector, exponent=row.exponent)
-      for row in TABLE_II if row.exponent is not None),
-    Claim("II", "RTRL", "RTRL costs more time per step than BPTT", "step_ms", "greater", RTRL, BPTT),
+    *(_complexity_claim(row) for row in TABLE_II if row.exponent is not None),
+    Claim("II", "RTRL", "RTRL costs more time per step than BPTT", "cpu_ms_per_step", "greater", RTRL, BPTT),
+    *(Claim("II", name, f"{short} costs less time per step than RTRL", "cpu_ms_per_step", "less", rule, RTRL)
+      for name, short, rule in (("FFP: fast forward propagation", "FFP", FFP), ("GF: Green's function", "GF", GF),
+                                ("BU: block update", "BU", BU))),
     Claim("II", "Hessian-free optimization", "a Hessian-free update costs more time than a first-order step",
-          "step_ms", "greater", HESSIAN_FREE, FIRST_ORDER),
+          "cpu_ms_per_step", "greater", HESSIAN_FREE, FIRST_ORDER),
     Claim("II", "Extended Kalman filter", "an EKF update costs more time than a first-order step",
-          "step_ms", "greater", EKF, FIRST_ORDER),
+          "cpu_ms_per_step", "greater", EKF, FIRST_ORDER),
     Claim("III", "NFG: no forget gate", "removing the forget gate hurts performance", "primary", "worse",
-          GREFF["nfg"], GREFF["vanilla"]),
+          GREFF["nfg"], GREFF["vanilla"], source=GREFF_2017),
     Claim("III", "NOAF: no output activation", "removing the output activation hurts performance", "primary",
-          "worse", GREFF["noaf"], GREFF["vanilla"]),
+          "worse", GREFF["noaf"], GREFF["vanilla"], source=GREFF_2017),
     Claim("III", "CIFG: coupled input and forget gate", "coupling input and forget gates does not hurt performance",
-          "primary", "not_worse", GREFF["cifg"], GREFF["vanilla"]),
+          "primary", "not_worse", GREFF["cifg"], GREFF["vanilla"], source=GREFF_2017),
     Claim("III", "CIFG: coupled input and forget gate", "CIFG has fewer parameters than the LSTM", "params", "less",
-          GREFF["cifg"], GREFF["vanilla"]),
+          GREFF["cifg"], GREFF["vanilla"], source=GREFF_2017),
     Claim("III", "NP: no peepholes", "removing peepholes does not hurt performance", "primary", "not_worse",
-          GREFF["np"], GREFF["vanilla"]),
+          GREFF["np"], GREFF["vanilla"], source=GREFF_2017),
+    Claim("III", "Bidirectional LSTM", "a bidirectional LSTM costs more computation per step than an LSTM",
+          "flops_per_step", "greater", BLSTM, LSTM),
     Claim("IV", "LSTM", "LSTM is more robust to vanishing gradients than a simple RNN", "grad_ratio", "greater",
           LSTM, ELMAN),
     Claim("IV", "LSTM", "LSTM learns longer-term dependencies than a simple RNN", "reach", "greater", LSTM, ELMAN),
     Claim("IV", "LSTM", "LSTM has more parameters than a simple RNN", "params", "greater", LSTM, ELMAN),
-    Claim("IV", "LSTM", "LSTM costs more computation per step than a simple RNN", "step_ms", "greater", LSTM, ELMAN),
+    Claim("IV", "LSTM", "a typical LSTM has about four times the parameters of a simple RNN of the same hidden size",
+          "params", "ratio", LSTM_SIZED, ELMAN_SIZED, factor=4.0, tolerance=0.15),
+    Claim("IV", "LSTM", "LSTM uses more memory than a simple RNN", "model_memory_mb", "greater", LSTM, ELMAN),
+    Claim("IV", "LSTM", "LSTM costs more computation per step than a simple RNN", "flops_per_step", "greater", LSTM,
+          ELMAN),
     Claim("IV", "GRU", "GRU has fewer parameters than LSTM", "params", "less", GRU, LSTM),
-    Claim("IV", "GRU", "GRU uses less memory than LSTM", "peak_memory_mb", "less", GRU, LSTM),
-    Claim("IV", "GRU", "GRU costs less computation per step than LSTM", "step_ms", "less", GRU, LSTM),
+    Claim("IV", "GRU", "GRU uses less memory than LSTM", "model_memory_mb", "less", GRU, LSTM),
     Claim("IV", "GRU", "GRU performs comparably to LSTM", "primary", "similar", GRU, LSTM),
     Claim("IV", "GRU", "GRU is more robust to vanishing gradients than a simple RNN", "grad_ratio", "greater",
           GRU, ELMAN),
     Claim("IV", "Bidirectional RNN", "a bidirectional RNN costs more computation per step than a unidirectional one",
-          "step_ms", "greater", Selector(models=("brnn",)), ELMAN),
+          "flops_per_step", "greater", Selector(models=("brnn",)), ELMAN),
     Claim("IV", "Unitary RNN", "a unitary RNN is more robust to vanishing gradients than a simple RNN", "grad_ratio",
           "greater", URNN, ELMAN),
     Claim("IV", "Unitary RNN", "a unitary RNN learns longer-term dependencies than a simple RNN", "reach", "greater",
           URNN, ELMAN),
+    Claim("IV", "Structurally constrained RNN (SCRN)", "SCRN is more robust to vanishing gradients than a simple RNN",
+          "grad_ratio", "greater", SCRN, ELMAN),
     Claim("IV", "Structurally constrained RNN (SCRN)", "SCRN learns longer-term dependencies than a simple RNN",
-          "reach", "greater", Selector(models=("scrn",)), ELMAN),
+          "reach", "greater", SCRN, ELMAN),
+    Claim("IV", "Gated orthogonal recurrent unit (GORU)",
+          "GORU is more robust to vanishing gradients than a simple RNN", "grad_ratio", "greater", GORU, ELMAN),
     Claim("IV", "Gated orthogonal recurrent unit (GORU)", "GORU learns longer-term dependencies than a simple RNN",
-          "reach", "greater", Selector(models=("goru",)), ELMAN),
+          "reach", "greater", GORU, ELMAN),
+    Claim("IV", "Hierarchical subsampling RNN",
+          "a hierarchical subsampling RNN is more robust to vanishing gradients than a simple RNN", "grad_ratio",
+          "greater", HSRNN, ELMAN),
 ]

@@ -10,18 +10,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from rnnlab.report.collect import Arm, Study, metric, number, timing
+from rnnlab.report.collect import Arm, Study, memory, metric, number, timing
 from rnnlab.report.stats import Summary, significance, summarize, welch_p
 
 # Headline test metrics in the order one is picked as a study's primary metric (metric names, not config names).
 PRIMARY_ORDER = ("test/mse", "test/acc", "test/bpc", "test/ppl", "test/ler", "test/nll", "test/loss", "val/loss")
 HIGHER_IS_BETTER = ("acc", "accuracy", "f1", "auc")
+# The cost columns: key -> (header, getter). Cost claims rest on the counted ones (params, FLOPs, the allocator's
+# model memory) and CPU time; wall time and the process's resident set are shown, never judged.
 COSTS: dict[str, tuple[str, Callable[[dict], float | None]]] = {
     "params": ("params", lambda r: number(r, "params")),
-    "step_ms": ("step ms", lambda r: timing(r, "step_ms")),
+    "flops_per_step": ("FLOPs/step", lambda r: timing(r, "flops_per_step")),
+    "cpu_ms_per_step": ("CPU ms/step", lambda r: timing(r, "cpu_ms_per_step")),
+    "model_memory_mb": ("model MB", lambda r: memory(r, "model_memory_mb")),
+    "step_ms": ("wall ms/step", lambda r: timing(r, "step_ms")),
     "tokens_per_s": ("tokens/s", lambda r: timing(r, "tokens_per_s")),
-    "peak_memory_mb": ("peak MB", lambda r: number(r, "peak_memory_mb")),
+    "peak_memory_mb": ("process MB", lambda r: number(r, "peak_memory_mb")),
 }
+COST_NOTE = (
+    "params: trainable parameters; FLOPs/step: one training step's FLOPs counted by torch.utils.flop_counter "
+    "(matrix products); CPU ms/step: the process's CPU time per step (threads as recorded); model MB: the "
+    "allocator's peak in one training step plus parameters and optimizer state; wall ms/step, tokens/s and process "
+    "MB (peak resident set) depend on the machine's load and the job's place in a sweep, and carry no verdict."
+)
+COUNT_COSTS = ("params", "tokens_per_s", "peak_memory_mb")  # shown as whole numbers
 
 
 def higher_is_better(name: str) -> bool:
@@ -118,9 +130,10 @@ class StudyTable:
     baseline_spec: str | None
     metrics: list[str]
     rows: list[ArmStats]
+    baseline_reason: str = ""
 
 
-def study_table(study: Study, primary: str | None, baseline_spec: str | None) -> StudyTable:
+def study_table(study: Study, primary: str | None, baseline_spec: str | None, baseline_reason: str = "") -> StudyTable:
     """Mean ± std over each arm's completed runs of every cost and metric; Welch p of the primary vs its baseline."""
     metrics = study_metrics(study)
     if primary in metrics:
@@ -136,7 +149,7 @@ def study_table(study: Study, primary: str | None, baseline_spec: str | None) ->
     for row in rows:
         if primary and row.baseline is not None and row.baseline is not row.arm:
             row.p_value = welch_p(row.samples[primary], by_arm[id(row.baseline)].samples[primary])
-    return StudyTable(study, primary, baseline_spec, metrics, rows)
+    return StudyTable(study, primary, baseline_spec, metrics, rows, baseline_reason)
 
 
 def format_count(summary: Summary) -> str:
@@ -171,15 +184,15 @@ def arm_table(table: StudyTable) -> Table:
         cells = [row.arm.settings[k] for k in swept] or [row.arm.label]
         cells += [str(len(row.arm.runs)), str(s[primary].n if primary else len(row.arm.completed)),
                   str(row.arm.count("failed")), str(row.arm.count("diverged"))]
-        cells += [format_count(s["params"]), s["step_ms"].format(3), format_count(s["tokens_per_s"]),
-                  format_count(s["peak_memory_mb"])]
+        cells += [format_count(s[key]) if key in COUNT_COSTS else s[key].format(3) for key in COSTS]
         if primary:
             cells += [s[primary].format(), p_cell(row)]
         cells += [s[m].format() for m in others]
         rows.append(cells)
-    baseline = f"; baseline {table.baseline_spec}" if table.baseline_spec else ""
+    reason = f" ({table.baseline_reason})" if table.baseline_reason else ""
+    baseline = f"; baseline {table.baseline_spec}{reason}" if table.baseline_spec else ""
     caption = (f"Mean ± std over completed seeds (n); failed and diverged runs counted, not averaged. "
-               f"Welch's t-test on {primary}{baseline}: * p < 0.05, ** p < 0.01.")
+               f"Welch's t-test on {primary}{baseline}: * p < 0.05, ** p < 0.01. {COST_NOTE}")
     return Table(headers, rows, caption)
 
 
@@ -193,7 +206,7 @@ def p_cell(row: ArmStats) -> str:
 
 def runs_table(records: list[dict], primary_by_run: dict[str, str | None]) -> Table:
     headers = ["run", "status", "model", "data", "optimizer", "seed", "params", "steps", "metric", "value",
-               "step ms", "error"]
+               "wall ms/step", "error"]
     rows = []
     for record in records:
         name = primary_by_run.get(record["run_dir"])

@@ -2,8 +2,10 @@
 
 A claim's verdict comes only from runs of one study (identical conditions), pairing arms that differ in nothing but
 the compared model/rule/optimizer: ``supported`` / ``contradicted`` (Welch's t-test at p < 0.05 where runs vary, a
-plain comparison for deterministic counts such as parameters), ``inconclusive`` (no significant difference, or too
-few runs to test), ``mixed`` (pairs disagree) or ``not measured``.
+plain comparison for deterministic counts such as parameters; "not worse" and "comparable" claims by a
+non-inferiority or equivalence test with a stated margin), ``inconclusive`` (no significant difference, or too few
+runs to test; the evidence names the seeds per arm, or the lengths, that would decide it), ``mixed`` (pairs
+disagree) or ``not measured``.
 """
 
 from __future__ import annotations
@@ -26,14 +28,25 @@ from rnnlab.report.collect import (
     grad_ratios,
     hidden_size,
     metric,
+    timing,
 )
-from rnnlab.report.stats import PowerFit, Summary, fit_power_law, summarize, welch_p
+from rnnlab.report.stats import (
+    PowerFit,
+    Summary,
+    equivalence_p,
+    fit_power_law,
+    seeds_needed,
+    summarize,
+    welch_p,
+    welch_shifted_p,
+)
 from rnnlab.report.survey import CLAIMS, Claim, Selector, SurveyRow, describe_where
-from rnnlab.report.tables import COSTS, format_count, higher_is_better
+from rnnlab.report.tables import COSTS, COUNT_COSTS, format_count, higher_is_better
 
 log = logging.getLogger(__name__)
 
 ALPHA = 0.05
+ROW_COSTS = ("params", "flops_per_step", "cpu_ms_per_step", "model_memory_mb")  # the survey tables' cost cells
 
 
 @dataclass
@@ -44,6 +57,7 @@ class Settings:
     solved_fraction: float = 0.1  # solved: test/loss below this fraction of the task's trivial baseline
     tolerance: float = 0.5  # |fitted - claimed exponent| within which a complexity claim is supported
     alpha: float = ALPHA
+    margin: float = 0.1  # "not worse" / "similar": within this fraction of the compared arm's mean
 
 
 @dataclass
@@ -172,6 +186,16 @@ def reaches(study: Study, fraction: float) -> list[Reach]:
     return list(groups.values())
 
 
+def _reach_budget(a: Reach, b: Reach) -> str:
+    """What would tell two equal reaches apart: longer lengths when both solve the longest tried, more training
+    when neither solves the shortest."""
+    if a.solved and a.longest >= max(a.lengths):
+        return f"; both solve every length tried: lengths beyond T = {max(a.lengths):g} would decide it"
+    if not a.solved:
+        return f"; neither solves T = {min(a.lengths):g}: more updates (steps) per run would decide it"
+    return ""
+
+
 def reach_pairs(study: Study, groups: list[Reach], a: Selector, b: Selector) -> list[tuple[Reach, Reach]]:
     identity = study.swept_matching(a.config_keys + b.config_keys)
 
@@ -188,23 +212,38 @@ def reach_pairs(study: Study, groups: list[Reach], a: Selector, b: Selector) -> 
 
 @dataclass
 class CostSeries:
-    """Time per data point (µs per valid time step, from tokens/s) against hidden size N for one group of arms."""
+    """Cost per data point against hidden size N for one group of arms: ``measure`` names which cost."""
 
     label: str
+    measure: str
     runs: list[dict]
     sizes: list[float]
     costs: list[float]
     fit: PowerFit | None
 
 
-def time_per_data_point(record: dict) -> float | None:
-    """Microseconds of training per data point (one valid time step of one sequence): 1e6 / ``timing.tokens_per_s``."""
-    tokens_per_s = COSTS["tokens_per_s"][1](record)
-    return 1e6 / tokens_per_s if tokens_per_s else None
+def flops_per_data_point(record: dict) -> float | None:
+    """FLOPs of training per data point (one valid time step of one sequence), counted in the measured step."""
+    return timing(record, "flops_per_token")
+
+
+def cpu_us_per_data_point(record: dict) -> float | None:
+    """CPU microseconds of training per data point: ``timing.cpu_ms_per_step`` over the tokens of a mean step."""
+    cpu_ms, tokens = timing(record, "cpu_ms_per_step"), timing(record, "tokens_per_step")
+    return 1000 * cpu_ms / tokens if cpu_ms and tokens else None
+
+
+# Cost per data point, in the order a complexity verdict prefers them: FLOPs count the algorithm's arithmetic and
+# carry no per-step overhead, which dominates CPU time at small N (the CPU-time fit is shown beside it).
+COST_MEASURES: dict[str, Callable[[dict], float | None]] = {
+    "FLOPs": flops_per_data_point,
+    "CPU µs": cpu_us_per_data_point,
+}
 
 
 def cost_series(study: Study) -> list[CostSeries]:
-    """Runs grouped by every swept setting but the size keys; a group over two or more sizes gets a fit."""
+    """Runs grouped by every swept setting but the size keys; a group over two or more sizes gets a fit per cost
+    measure the runs recorded."""
     size_keys = [k for k in study.swept if k.rsplit(".", 1)[-1] in SIZE_KEYS]
     groups: dict[tuple, list[dict]] = {}
     for arm in study.arms:
@@ -212,14 +251,25 @@ def cost_series(study: Study) -> list[CostSeries]:
         groups.setdefault(others, []).extend(arm.completed)
     series = []
     for others, runs in groups.items():
-        points = [(hidden_size(r), time_per_data_point(r)) for r in runs]
-        points = [(n, y) for n, y in points if n and y]
-        if len({n for n, _ in points}) < 2:
-            continue
-        sizes, costs = [n for n, _ in points], [y for _, y in points]
         label = " ".join(f"{k}={v}" for k, v in others) or study.name
-        series.append(CostSeries(label, runs, sizes, costs, fit_power_law(sizes, costs)))
+        for measure, cost in COST_MEASURES.items():
+            points = [(hidden_size(r), cost(r)) for r in runs]
+            points = [(n, y) for n, y in points if n and y]
+            if len({n for n, _ in points}) < 2:
+                continue
+            sizes, costs = [n for n, _ in points], [y for _, y in points]
+            series.append(CostSeries(label, measure, runs, sizes, costs, fit_power_law(sizes, costs)))
     return series
+
+
+def verdict_series(series: list[CostSeries]) -> list[CostSeries]:
+    """Per group of runs, the series of the first cost measure (COST_MEASURES order) that has a fit."""
+    chosen: dict[str, CostSeries] = {}
+    for measure in COST_MEASURES:
+        for s in series:
+            if s.measure == measure and s.fit is not None and s.label not in chosen:
+                chosen[s.label] = s
+    return list(chosen.values())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -239,7 +289,8 @@ def combine(verdicts: list[str]) -> str:
 
 def directional(xa: list[float], xb: list[float], a_greater: bool, deterministic: bool, alpha: float
                 ) -> tuple[str, str]:
-    """Verdict on "a > b" (or "a < b"): Welch's test where runs vary; a plain comparison of exact counts."""
+    """Verdict on "a > b" (or "a < b"): Welch's test where runs vary; a plain comparison of exact counts. An
+    undecided test names the runs per arm that would decide the observed difference."""
     sa, sb = summarize(xa), summarize(xb)
     if sa.n == 0 or sb.n == 0:
         return "not measured", ""
@@ -251,11 +302,22 @@ def directional(xa: list[float], xb: list[float], a_greater: bool, deterministic
     if p is None:
         if sa.n > 1 and sb.n > 1:  # both constant
             return ("supported" if holds else "contradicted"), numbers + " (no spread)"
-        return "inconclusive", numbers + " (too few runs for a test)"
+        return "inconclusive", numbers + " (too few runs for a test: 3 seeds per arm would)"
     numbers += f", Welch p = {p:.3g}"
     if p >= alpha:
-        return "inconclusive", numbers
+        return "inconclusive", numbers + _needed(seeds_needed(xa, xb, sa.mean - sb.mean, alpha))
     return ("supported" if holds else "contradicted"), numbers
+
+
+def judge_ratio(claim: Claim, xa: list[float], xb: list[float]) -> tuple[str, str]:
+    """"a is about ``factor`` times b": the ratio of the means within ``factor * (1 ± tolerance)``."""
+    sa, sb = summarize(xa), summarize(xb)
+    if sa.n == 0 or sb.n == 0 or not sb.mean:
+        return "not measured", ""
+    ratio = sa.mean / sb.mean
+    low, high = claim.factor * (1 - claim.tolerance), claim.factor * (1 + claim.tolerance)
+    numbers = f"{_num(sa)} / {_num(sb)} = {ratio:.3g} (claimed {claim.factor:g}x, accepted {low:.3g}-{high:.3g})"
+    return ("supported" if low <= ratio <= high else "contradicted"), numbers
 
 
 def _num(summary: Summary) -> str:
@@ -263,23 +325,51 @@ def _num(summary: Summary) -> str:
     return f"{summary.mean:.5g}{std} (n={summary.n})"
 
 
-def judge_primary(relation: str, xa: list[float], xb: list[float], metric_name: str, alpha: float
+def _needed(runs: int | None) -> str:
+    return f"; about {runs} seeds per arm would decide it" if runs else ""
+
+
+def judge_primary(relation: str, xa: list[float], xb: list[float], metric_name: str, settings: Settings
                   ) -> tuple[str, str]:
-    """``worse`` / ``not_worse`` / ``similar`` on the primary metric, in its better direction."""
+    """``worse`` (Welch), ``not_worse`` (non-inferiority) or ``similar`` (equivalence, two one-sided tests) on the
+    primary metric, in its better direction. The margin is ``settings.margin`` times b's mean: a is "not worse" when
+    it is worse by less than the margin (one-sided Welch p < alpha), "similar" when the difference lies within
+    ±margin; each is contradicted when the difference lies beyond the margin with p < alpha."""
     sa, sb = summarize(xa), summarize(xb)
     if sa.n == 0 or sb.n == 0:
         return "not measured", ""
-    p = welch_p(xa, xb)
-    numbers = f"{metric_name} {_num(sa)} vs {_num(sb)}" + (f", Welch p = {p:.3g}" if p is not None else "")
-    if p is None:
-        return "inconclusive", numbers + " (too few runs for a test)"
-    a_worse = sa.mean < sb.mean if higher_is_better(metric_name) else sa.mean > sb.mean
-    significant = p < alpha
+    alpha = settings.alpha
+    sign = -1.0 if higher_is_better(metric_name) else 1.0  # sign * (a - b) > 0: a is worse
+    worse_a, worse_b = [sign * x for x in xa], [sign * x for x in xb]
+    worse_by = sign * (sa.mean - sb.mean)
+    numbers = f"{metric_name} {_num(sa)} vs {_num(sb)}"
+    if welch_p(xa, xb) is None:
+        return "inconclusive", numbers + " (too few runs for a test: 3 seeds per arm would)"
     if relation == "worse":
-        return ("supported" if a_worse else "contradicted") if significant else "inconclusive", numbers
+        p = welch_p(xa, xb)
+        numbers += f", Welch p = {p:.3g}"
+        if p >= alpha:
+            return "inconclusive", numbers + _needed(seeds_needed(xa, xb, worse_by, alpha))
+        return ("supported" if worse_by > 0 else "contradicted"), numbers
+    margin = settings.margin * abs(sb.mean)
+    numbers += f", margin ±{margin:.3g} ({settings.margin:.0%} of b)"
+    beyond = welch_shifted_p(worse_a, worse_b, margin, "greater")  # worse by more than the margin
     if relation == "not_worse":
-        return ("contradicted" if a_worse else "supported") if significant else "supported", numbers
-    return ("contradicted" if significant else "supported"), numbers  # similar
+        within = welch_shifted_p(worse_a, worse_b, margin, "less")
+        numbers += f", non-inferiority p = {within:.3g}"
+        if within < alpha:
+            return "supported", numbers
+        if beyond < alpha:
+            return "contradicted", numbers + f" (worse beyond the margin, p = {beyond:.3g})"
+        return "inconclusive", numbers + _needed(seeds_needed(xa, xb, margin - worse_by, alpha, one_sided=True))
+    better_beyond = welch_shifted_p(worse_a, worse_b, -margin, "less")  # better by more than the margin
+    p = equivalence_p(worse_a, worse_b, margin)
+    numbers += f", equivalence (TOST) p = {p:.3g}"
+    if p < alpha:
+        return "supported", numbers
+    if min(beyond, better_beyond) < alpha:
+        return "contradicted", numbers + f" (differs beyond the margin, p = {min(beyond, better_beyond):.3g})"
+    return "inconclusive", numbers + _needed(seeds_needed(xa, xb, margin - abs(worse_by), alpha, one_sided=True))
 
 
 def judge(claim: Claim, study: Study, settings: Settings, fits: list[CostSeries] | None = None,
@@ -287,14 +377,18 @@ def judge(claim: Claim, study: Study, settings: Settings, fits: list[CostSeries]
     """The claim's verdict in one study, or None when the study has no runs for it."""
     if claim.relation == "exponent":
         fits = cost_series(study) if fits is None else fits
-        relevant = [s for s in fits if s.fit and len(s.fit.sizes) >= 3 and all(claim.a.matches(r) for r in s.runs)]
+        relevant = [s for s in verdict_series(fits)
+                    if len(s.fit.sizes) >= 3 and all(claim.a.matches(r) for r in s.runs)]
         if not relevant:
             return None
         verdicts, evidence = [], []
         for series in relevant:
             close = abs(series.fit.exponent - claim.exponent) <= settings.tolerance
             verdicts.append("supported" if close else "contradicted")
-            evidence.append(f"{series.label}: fitted {series.fit.describe()} vs claimed N^{claim.exponent:g}")
+            beside = [f"{s.measure} {s.fit.describe()}" for s in fits
+                      if s.label == series.label and s is not series and s.fit]
+            evidence.append(f"{series.label}: {series.measure} per data point fitted {series.fit.describe()} vs "
+                            f"claimed N^{claim.exponent:g}" + (f" ({'; '.join(beside)})" if beside else ""))
         return Judgement(claim, study.name, combine(verdicts), "; ".join(evidence))
     if claim.quantity == "reach":
         groups = reaches(study, settings.solved_fraction) if reach_groups is None else reach_groups
@@ -307,7 +401,8 @@ def judge(claim: Claim, study: Study, settings: Settings, fits: list[CostSeries]
                        else "inconclusive")
             verdicts.append(verdict)
             evidence.append(f"{_arm_name(ga.arms[0], study)}: {ga.describe()} vs "
-                            f"{_arm_name(gb.arms[0], study)}: {gb.describe()}")
+                            f"{_arm_name(gb.arms[0], study)}: {gb.describe()}"
+                            + (_reach_budget(ga, gb) if verdict == "inconclusive" else ""))
         return Judgement(claim, study.name, combine(verdicts), "; ".join(evidence))
     found = pairs(study, claim.a, claim.b)
     verdicts, evidence = [], []
@@ -325,8 +420,13 @@ def judge(claim: Claim, study: Study, settings: Settings, fits: list[CostSeries]
         else:
             get, what = COSTS[claim.quantity][1], COSTS[claim.quantity][0]
         xa, xb = arm_a.values(get), arm_b.values(get)
-        if claim.quantity == "primary":
-            verdict, numbers = judge_primary(claim.relation, xa, xb, what, settings.alpha)
+        if claim.relation == "ratio":
+            if len({hidden_size(r) for r in arm_a.completed + arm_b.completed}) != 1:
+                continue  # "of the same hidden size": only pairs that share it
+            verdict, numbers = judge_ratio(claim, xa, xb)
+            numbers = f"{what} {numbers}"
+        elif claim.quantity == "primary":
+            verdict, numbers = judge_primary(claim.relation, xa, xb, what, settings)
         else:
             verdict, numbers = directional(xa, xb, claim.relation == "greater", claim.quantity == "params",
                                            settings.alpha)
@@ -382,12 +482,12 @@ def row_measures(row: SurveyRow, study: Study, settings: Settings, fits: list[Co
     if not arms:
         return None
     cells = {"runs": f"{sum(len(a.runs) for a in arms)} ({len(runs)} completed)"}
-    for key in ("params", "step_ms", "peak_memory_mb"):
+    for key in ROW_COSTS:
         summary = summarize([v for v in (COSTS[key][1](r) for r in runs) if v is not None])
-        cells[key] = summary.format(3) if key == "step_ms" else format_count(summary)
+        cells[key] = format_count(summary) if key in COUNT_COSTS else summary.format(3)
     if row.table == "II":
         relevant = [s for s in fits if s.fit and all(row.selector.matches(r) for r in s.runs)]
-        cells["time exponent"] = "; ".join(f"{s.label}: {s.fit.describe()}" for s in relevant) or "-"
+        cells["time exponent"] = "; ".join(f"{s.label}: {s.measure} {s.fit.describe()}" for s in relevant) or "-"
         return cells
     primary = settings.primary.get(study.name)
     if primary:
