@@ -5,7 +5,7 @@ FLOPs of the step, counted by torch (not the process's resident set, not wall ti
   the stretch began. CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``. CPU: the
   allocation and free events the CPU allocator reports to ``torch.profiler`` (``profile_memory=True``), summed in
   time order. Memory that bypasses torch's allocator (the Python heap, a library's private buffers) is not seen.
-* :class:`StepFlops`: floating-point operations by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products
+* :class:`StepFlops`: floating-point operations by ``torch.utils.flop_counter``'s formulas (matrix products
   and convolutions, forward and backward, 2 per multiply-add; elementwise work is not counted). torch has no
   formula for the fused RNN kernels (oneDNN's ``mkldnn_rnn_layer`` runs ``nn.LSTM`` on the CPU, cuDNN's
   ``_cudnn_rnn`` every fused family on CUDA); this module registers theirs, the same count the hand-written cells
@@ -23,7 +23,8 @@ from math import prod
 
 import torch
 from torch.utils import flop_counter
-from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry, register_flop_formula
 
 
 def synchronize(device: torch.device) -> None:
@@ -97,20 +98,37 @@ _register(torch.ops.aten._cudnn_rnn_backward,
           lambda input, weights, *args, **kwargs: 2 * _fused_rnn_flops(input, weights))
 
 
+class _CountFlops(TorchDispatchMode):
+    """Adds up ``flop_registry``'s formula of every op that has one. Unlike ``FlopCounterMode`` it tracks no modules,
+    whose backward hooks break ``torch.autograd.grad`` on leaf tensors (the RTRL rule's per-step gradients)."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
 class StepFlops:
     """``start()`` ... ``stop() -> FLOPs`` counted between the two calls (see the module docstring)."""
 
     def __init__(self):
-        self._mode: FlopCounterMode | None = None
+        self._mode: _CountFlops | None = None
 
     def start(self) -> None:
-        self._mode = FlopCounterMode(display=False)
+        self._mode = _CountFlops()
         self._mode.__enter__()
 
     def stop(self) -> int:
         mode, self._mode = self._mode, None
         mode.__exit__(None, None, None)
-        return int(mode.get_total_flops())
+        return int(mode.total)
 
     def abandon(self) -> None:
         if self._mode is not None:

@@ -26,7 +26,7 @@ FILE = "published.yaml"
 REQUIRED = ("id", "figure", "unit", "metric", "citation", "checked")
 CITATION_FIELDS = ("authors", "year", "venue")
 RULES = ("bptt", "tbptt", "rtrl", "bu", "ffp", "gf")  # training.rule values (rnnlab.training.rules)
-TIME_EXPONENT = "time_exponent"  # a study-level quantity: the fitted exponent of time per data point against N
+TIME_EXPONENT = "time_exponent"  # a study-level quantity: the fitted exponent of cost per data point against N
 HEADERS = ["published figure", "citation", "their setting", "our arm", "our measured value", "differences of setting"]
 
 
@@ -220,9 +220,9 @@ def _exponent_rows(figure: Figure, study: Study) -> list[list[str]]:
     for series in cost_series(study):
         if series.fit is None or not series.runs or not all(figure.stands_for(run) for run in series.runs):
             continue
-        sizes, measure = series.fit.sizes, getattr(series, "measure", "")
+        sizes, measure = series.fit.sizes, series.measure
         rows.append([figure.shown, figure.cite, figure.describe_setting(),
-                     f"{series.label} ({measure} per data point)" if measure else series.label,
+                     f"{series.label} ({measure} per data point)",
                      f"fitted {series.fit.describe()}",
                      f"N from {min(sizes):g} to {max(sizes):g} ({len(sizes)} sizes); asymptotic vs measured exponent"])
     return rows
