@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -43,7 +44,7 @@ def test_a_group_is_one_multirun_with_the_scale_applied(tmp_path):
     assert rules[:3] == ["-m", "name=table2_learning_rules-rules",
                          f"hydra.sweep.dir={tmp_path / 'sweeps/table2_learning_rules/smoke/rules'}"]
     assert "model.hidden_size=4,8,16" in rules and "seed=0" in rules  # the smoke lists replace the group's
-    assert "training.rule=bptt,tbptt,rtrl,hybrid" in rules
+    assert "training.rule=bptt,tbptt,rtrl,bu,gf" in rules
     assert rules.index("debug=fast") > rules.index("model=elman")  # scale overrides come after the group's
 
 
@@ -60,6 +61,20 @@ def test_identical_conditions_every_arm_shares_the_fixed_settings(tmp_path):
         for group, command in group_commands(study, "laptop", tmp_path).items():
             assert any(arg.startswith("data=") for arg in command), (study, group)
             assert any(arg.startswith("seed=") for arg in command), (study, group)
+
+
+@pytest.mark.parametrize("study", ["table2_learning_rules", "table3_lstm_variants", "table4_architectures"])
+def test_survey_studies_state_what_decides_each_group_and_give_three_seeds(study):
+    """Budgets by need: each group of a survey table says what decides its claims, and its laptop scale runs at
+    least 3 seeds (Welch's test needs them) with a step budget set in epochs or steps, not wall time."""
+    spec = load_study(study)
+    for group, body in spec["groups"].items():
+        assert isinstance(body.get("decides"), str) and len(body["decides"]) > 20, (study, group)
+    for group, command in group_commands(study, "laptop", Path("logs")).items():
+        [seeds] = [arg for arg in command if arg.startswith("seed=")]
+        assert len(seeds.split(",")) >= 3, (study, group)
+        assert any(arg.startswith(("trainer.max_epochs=", "trainer.max_steps=")) for arg in command), (study, group)
+        assert not any("max_time" in arg for arg in command), (study, group)
 
 
 def test_bad_study_or_scale_is_one_line_and_exit_2(capsys):
@@ -99,6 +114,6 @@ def test_checked_in_wandb_sweeps_are_generated_from_the_studies():
     written = {path.name: yaml.safe_load(path.read_text()) for path in (SWEEPS_DIR / "wandb").glob("*.yaml")}
     assert written == expected
     reach = written["table4_architectures.reach.yaml"]
-    assert reach["parameters"]["data.seq_len"]["values"] == [10, 25, 50, 100]
+    assert reach["parameters"]["data.seq_len"]["values"] == [10, 20, 50]
     assert reach["command"][:3] == ["${env}", "rnnlab-train", "${args_no_hyphens}"]
-    check_command_line([*reach["command"][3:], "model=lstm", "data.seq_len=25", "seed=1"])
+    check_command_line([*reach["command"][3:], "model=lstm", "data.seq_len=20", "seed=1"])

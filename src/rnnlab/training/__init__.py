@@ -1,4 +1,4 @@
-"""Training methods torch lacks: learning rules (truncated BPTT, RTRL, the BPTT/RTRL hybrid) and their cost."""
+"""Training methods torch lacks: learning rules (truncated BPTT, RTRL, block update, Green's function), their cost."""
 
 from rnnlab.training.rules import RULES, TrainingSettings, make_rule
 

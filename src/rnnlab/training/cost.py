@@ -1,9 +1,10 @@
 """The cost of each learning rule as the network grows: seconds of training per data point, and its fitted exponent.
 
 For the comparison of training methods (survey Table II): BPTT costs O(N^2) per step (O(T N) memory), RTRL O(N^4)
-per step (O(N^3) memory), the hybrid O(N^3) per step. ``measure_costs`` times one training batch of each rule on
-random data (per-step regression targets, so every step carries a loss) and fits t ~ N^k by least squares in
-log-log. Small N is dominated by per-step overheads, so the exponent of the last pair of sizes is reported too.
+per step (O(N^3) memory), the block update (bu) and the Green's function method (gf) O(N^3) per step (O(N^3)
+memory). ``measure_costs`` times one training batch of each rule on random data (per-step regression targets, so
+every step carries a loss) and fits t ~ N^k by least squares in log-log. Small N is dominated by per-step
+overheads, so the exponent of the last pair of sizes is reported too.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Forward sensitivities of a recurrent layer: exact RTRL (Williams & Zipser 1989) and the block Jacobians of the
-O(N^3) BPTT/RTRL hybrid (Schmidhuber 1992).
+"""Forward sensitivities of a recurrent layer: exact RTRL (Williams & Zipser 1989), the Green's function method (Sun,
+Chen & Lee 1992) and the block Jacobians of Schmidhuber's (1992) O(N^3) block update.
 
 A single-layer, unidirectional Elman (survey eqs. 1-2) or LSTM (eqs. 32-36) network is a map
 
@@ -18,7 +18,17 @@ so the gradient of a loss l_t of the output at step t is (d l_t / d s_t) Q_t, av
 product with Q_{t-1} costs O(S^2 P) = O(N^4) per step and Q needs O(N^3) memory, independent of the sequence
 length. :meth:`RecurrentSensitivity.step` writes the recursion out for each family (no autograd inside the loop);
 :meth:`RecurrentSensitivity.block_jacobians` instead differentiates a whole block of steps by reverse mode (one
-backward pass per state entry, O(h N^3) for h steps), which is the hybrid's way of carrying Q across a block.
+backward pass per state entry, O(h N^3) for h steps), which is the block update's way of carrying Q across a block.
+
+With J_t = d s_t / d s_{t-1} and b_t = d s_t / d theta |_{s_{t-1} fixed}, the recursion solves to Q_t = G_t R_t with
+G_t = J_t G_{t-1} (G_0 = I) and R_t = R_{t-1} + G_t^{-1} b_t (R_0 = Q_0): :meth:`RecurrentSensitivity.green_step`,
+O(N^3) per step. It uses the structure of b_t: z_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh are the pre-activations
+[B, G*N] and row r of z_t depends on row r of each weight only, so
+
+    b_t = A_t (x) [x_t, h_{t-1}, 1, 1],      A_t = d s_t / d z_t  [B, S, G*N],
+
+the column of theta's entry W[r, k] being column r of A_t times the k-th input of W (:meth:`add_parameter_columns`).
+J_t and A_t are written out for each family too (:meth:`RecurrentSensitivity.local_jacobians`).
 
 Readout weights are not part of theta: the loss's gradient with respect to them is immediate (no recurrence).
 """
@@ -129,44 +139,55 @@ class RecurrentSensitivity:
         return torch.stack(hs, dim=1), state
 
     # ----- RTRL: one step of the sensitivity recursion -----------------------------------------------------------
+    def local_slopes(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]):
+        """One step of F, and the slopes of each new state entry with respect to its own unit's pre-activations and
+        cell: x [B, I], state components [B, N]; returns (new state, {name: [B, N]}). With z = W_ih x + b_ih + W_hh
+        h_{t-1} + b_hh (split into gates i, f, g, o for LSTM, eqs. 32-36) and primes the activation slopes:
+        Elman:  h = f'(z);
+        LSTM:   c_i = g i', c_f = c_{t-1} f', c_g = i g', c_c = f (dc_t/dc_{t-1}), h_o = tanh(c_t) o',
+                h_c = o (1 - tanh^2 c_t) (dh_t/dc_t).
+        """
+        weight_ih, weight_hh, bias_ih, bias_hh = (p.detach() for p in self.parameters)
+        projected = nn.functional.linear(x, weight_ih, bias_ih)
+        if not self.lstm:
+            (new_h,) = self.model.cell_step(projected, state, weight_hh, bias_hh)
+            return (new_h,), {"h": self.slope(new_h)}
+        h, c = state
+        n = self.hidden
+        z = projected + nn.functional.linear(h, weight_hh, bias_hh)  # [B, 4N] pre-activations
+        i, f, o = (torch.sigmoid(z[:, k * n : (k + 1) * n]) for k in (0, 1, 3))
+        g = torch.tanh(z[:, 2 * n : 3 * n])
+        new_c = f * c + i * g
+        tanh_c = torch.tanh(new_c)
+        slopes = {"c_i": g * i * (1 - i), "c_f": c * f * (1 - f), "c_g": i * (1 - g * g), "c_c": f,
+                  "h_o": tanh_c * o * (1 - o), "h_c": o * (1 - tanh_c * tanh_c)}
+        return (o * tanh_c, new_c), slopes
+
     @torch.no_grad()
     def step(self, x: torch.Tensor, keep: torch.Tensor, state: tuple[torch.Tensor, ...], sensitivity: torch.Tensor):
         """One step of F and of Q_t = (ds_t/ds_{t-1}) Q_{t-1} + ds_t/dtheta (Williams & Zipser 1989, eq. 12).
 
         x [B, I], keep [B], state components [B, N], sensitivity [B, S, P]; returns the new (state, sensitivity).
-        Elman:  Q^h_t = f'(a_t) * (W_hh Q^h_{t-1} + [delta x_t, delta h_{t-1}, delta, delta])
-        LSTM:   with z = W_ih x + b_ih + W_hh h_{t-1} + b_hh split into gates i, f, g, o (eqs. 32-36),
-                Q^c_t = f Q^c_{t-1} + c_{t-1} f' Q^{z_f} + g i' Q^{z_i} + i g' Q^{z_g}
-                Q^h_t = tanh(c_t) o' Q^{z_o} + o (1 - tanh^2 c_t) Q^c_t
-        where Q^z = W_hh Q^h_{t-1} + dz/dtheta|_{h_{t-1} fixed} and primes are the activation slopes.
+        With the slopes of :meth:`local_slopes`,
+        Elman:  Q^h_t = h * Q^z,   Q^z = W_hh Q^h_{t-1} + [delta x_t, delta h_{t-1}, delta, delta]
+        LSTM:   Q^c_t = c_c Q^c_{t-1} + c_f Q^{z_f} + c_i Q^{z_i} + c_g Q^{z_g},    Q^h_t = h_o Q^{z_o} + h_c Q^c_t
+        where Q^z = W_hh Q^h_{t-1} + dz/dtheta|_{h_{t-1} fixed}.
         """
-        weight_ih, weight_hh, bias_ih, bias_hh = (p.detach() for p in self.parameters)
-        h = state[0]
-        projected = nn.functional.linear(x, weight_ih, bias_ih)
-        dz = self.pre_activation_sensitivity(x, h, sensitivity[:, : self.hidden], weight_hh)  # [B, G*N, P]
+        new_state, slopes = self.local_slopes(x, state)
+        dz = self.pre_activation_sensitivity(x, state[0], sensitivity[:, : self.hidden], self.parameters[1].detach())
         if not self.lstm:
-            (new_h,) = self.model.cell_step(projected, state, weight_hh, bias_hh)
-            new_sensitivity = _column(self.slope(new_h)) * dz
-            new_state = (new_h,)
+            new_sensitivity = _column(slopes["h"]) * dz
         else:
-            c = state[1]
             n = self.hidden
-            z = projected + nn.functional.linear(h, weight_hh, bias_hh)  # [B, 4N] pre-activations
-            i, f, o = (torch.sigmoid(z[:, k * n : (k + 1) * n]) for k in (0, 1, 3))
-            g = torch.tanh(z[:, 2 * n : 3 * n])
             dz_i, dz_f, dz_g, dz_o = dz.split(n, dim=1)
-            new_c = f * c + i * g
-            tanh_c = torch.tanh(new_c)
-            new_h = o * tanh_c
             q_c = (
-                _column(f) * sensitivity[:, n:]
-                + _column(c * f * (1 - f)) * dz_f
-                + _column(g * i * (1 - i)) * dz_i
-                + _column(i * (1 - g * g)) * dz_g
+                _column(slopes["c_c"]) * sensitivity[:, n:]
+                + _column(slopes["c_f"]) * dz_f
+                + _column(slopes["c_i"]) * dz_i
+                + _column(slopes["c_g"]) * dz_g
             )
-            q_h = _column(tanh_c * o * (1 - o)) * dz_o + _column(o * (1 - tanh_c * tanh_c)) * q_c
+            q_h = _column(slopes["h_o"]) * dz_o + _column(slopes["h_c"]) * q_c
             new_sensitivity = torch.cat([q_h, q_c], dim=1)
-            new_state = (new_h, new_c)
         row = keep.view(-1, 1)
         new_state = tuple(torch.where(row, new, old) for new, old in zip(new_state, state))
         new_sensitivity = torch.where(keep.view(-1, 1, 1), new_sensitivity, sensitivity)
@@ -186,7 +207,63 @@ class RecurrentSensitivity:
             offset += rows * columns
         return dz
 
-    # ----- hybrid: sensitivities across a block by reverse mode -------------------------------------------------
+    # ----- Green's function: the recursion of Q_t as G_t R_t ----------------------------------------------------
+    def local_jacobians(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]):
+        """One step of F with J_t = d s_t / d s_{t-1} [B, S, S] and A_t = d s_t / d z_t [B, S, G*N] at that step.
+
+        From the slopes of :meth:`local_slopes`, diagonal per unit: A_t's blocks (gates i, f, g, o along z) are
+        Elman:  A = diag(h);       J = A W_hh
+        LSTM:   dc/dz = [diag(c_i), diag(c_f), diag(c_g), 0],   dh/dz = diag(h_c) dc/dz + [0, 0, 0, diag(h_o)],
+                J = [A W_hh, [diag(h_c c_c); diag(c_c)]]   (columns h_{t-1}, c_{t-1});
+        O(S G N^2) for A W_hh. Returns (new state, J_t, A_t).
+        """
+        new_state, slopes = self.local_slopes(x, state)
+        weight_hh = self.parameters[1].detach()
+        diagonal = torch.diag_embed
+        if not self.lstm:
+            return new_state, _column(slopes["h"]) * weight_hh, diagonal(slopes["h"])
+        zero = torch.zeros_like(diagonal(slopes["c_c"]))
+        d_c = torch.cat([diagonal(slopes["c_i"]), diagonal(slopes["c_f"]), diagonal(slopes["c_g"]), zero], dim=-1)
+        d_h = _column(slopes["h_c"]) * d_c + torch.cat([zero, zero, zero, diagonal(slopes["h_o"])], dim=-1)
+        pre_activation = torch.cat([d_h, d_c], dim=1)  # A_t [B, 2N, 4N]
+        through_cell = torch.cat([diagonal(slopes["h_c"] * slopes["c_c"]), diagonal(slopes["c_c"])], dim=1)
+        jacobian = torch.cat([torch.matmul(pre_activation, weight_hh), through_cell], dim=-1)
+        return new_state, jacobian, pre_activation
+
+    def add_parameter_columns(self, out: torch.Tensor, coefficients: torch.Tensor, x: torch.Tensor, h: torch.Tensor):
+        """out [B, S, P] += C (x) [x, h, 1, 1] in place, for C [B, S, G*N]: the column of theta's W[r, k] gains
+        C[:, :, r] times the k-th input of W (x for W_ih, h for W_hh, 1 for the biases); C = A_t would add b_t.
+        O(S G N (I + N)) = O(N^3), with no [B, S, P] temporary."""
+        batch, rows, width = coefficients.shape
+        offset = 0
+        for values in (x, h, None, None):  # W_ih, W_hh, b_ih, b_hh
+            columns = 1 if values is None else values.shape[-1]
+            block = out[:, :, offset : offset + width * columns].view(batch, rows, width, columns)
+            if values is None:
+                block.squeeze(-1).add_(coefficients)
+            else:
+                block.addcmul_(coefficients.unsqueeze(-1), values[:, None, None, :])
+            offset += width * columns
+
+    @torch.no_grad()
+    def green_step(self, x: torch.Tensor, keep: torch.Tensor, state: tuple[torch.Tensor, ...], green, weighted):
+        """One step of F, of G_t = J_t G_{t-1} [B, S, S] and of R_t = R_{t-1} + G_t^{-1} b_t [B, S, P] (in place).
+
+        G_t^{-1} b_t = (G_t^{-1} A_t) (x) [x_t, h_{t-1}, 1, 1]: one linear solve with G*N right-hand sides
+        (``torch.linalg.solve_ex``, no explicit inverse) and an outer product, O(N^3); b_t is never formed. A G_t that
+        is singular to working precision (a zero pivot) makes that sequence's R NaN, so its gradients are not finite.
+        Padded steps leave the state, G and R unchanged. Returns the new (state, G); ``weighted`` (R) is updated in
+        place.
+        """
+        new_state, jacobian, slopes = self.local_jacobians(x, state)
+        green = torch.where(keep.view(-1, 1, 1), torch.bmm(jacobian, green), green)
+        coefficients, singular = torch.linalg.solve_ex(green, slopes)  # G_t^{-1} A_t
+        coefficients = coefficients.masked_fill((singular != 0).view(-1, 1, 1), float("nan")) * keep.view(-1, 1, 1)
+        self.add_parameter_columns(weighted, coefficients, x, state[0])
+        row = keep.view(-1, 1)
+        return tuple(torch.where(row, new, old) for new, old in zip(new_state, state)), green
+
+    # ----- block update: sensitivities across a block by reverse mode -------------------------------------------
     @torch.no_grad()
     def block_jacobians(self, x: torch.Tensor, keep: torch.Tensor, state: tuple[torch.Tensor, ...]):
         """d s_end / d s_start [B, S, S] and d s_end / d theta |_{s_start fixed} [B, S, P] of a block x [B, L, I].

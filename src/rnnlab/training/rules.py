@@ -10,8 +10,11 @@
 * ``rtrl`` -- real-time recurrent learning (Williams & Zipser 1989): the sensitivities ds_t/dtheta are carried
   forward (:mod:`rnnlab.training.rtrl`), so each step's loss gradient is known at that step; an update every
   ``update_every`` steps. O(N^4) time per step and O(N^3) memory for N units; Elman and LSTM only.
-* ``hybrid`` -- Schmidhuber's (1992) O(N^3) algorithm: blocks of ``block`` steps (default N) of BPTT, and the
-  sensitivity at each block's start carried RTRL-style across block boundaries; an update every block.
+* ``bu`` -- block update, Schmidhuber's (1992) O(N^3) BPTT/RTRL hybrid: blocks of ``block`` steps (default N) of
+  BPTT, and the sensitivity at each block's start carried RTRL-style across block boundaries; an update every block.
+* ``gf`` -- the Green's function method (Sun, Chen & Lee 1992): RTRL's gradients, with Q_t factored as G_t R_t (an
+  N x N product of Jacobians and an O(N^3) sum), O(N^3) per step; an update every ``update_every`` steps. Elman
+  (not relu) and LSTM only; G_t grows ill-conditioned within about ten steps (:class:`GreensFunction`).
 
 Every manual rule splits a batch into *windows* (k1, update_every or block steps): the loss of a window is the
 task's loss (``SequenceTask.loss_and_count``) over the targets whose steps lie in it, averaged over those targets, and
@@ -20,7 +23,7 @@ per sequence (k1 = k2 = T, update_every >= T, block >= T) the update equals BPTT
 at their last valid step (``task.pooling: last``); ``pooling: mean`` and CTC need the whole sequence and are refused.
 ``trainer.global_step`` (and ``max_steps``) counts updates, several per batch. Loss penalties of the ``regularizer``
 group join every update; tbptt runs the model's own forward, so regularizers inside the recurrence act as in BPTT,
-while rtrl and hybrid run their own recurrence and accept only the weight penalties (l1, l2).
+while rtrl, bu and gf run their own recurrence and accept only the weight penalties (l1, l2).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from rnnlab.training.rtrl import RecurrentSensitivity
 
 log = logging.getLogger(__name__)
 
-RULES = ("bptt", "tbptt", "rtrl", "hybrid")
+RULES = ("bptt", "tbptt", "rtrl", "bu", "gf")
 
 # update(objective, loss, count) -> False to stop: ``objective``'s gradient is the window's, ``loss`` its mean
 # loss over ``count`` targets. The Lightning path steps the optimizer; tests and cost measurements pass their own.
@@ -91,7 +94,7 @@ def make_rule(training: Mapping | DictConfig | None, task) -> "ManualRule | None
         raise error.with_prefix("training") from None
     if settings.rule == "bptt":
         return None
-    return {"tbptt": TBPTT, "rtrl": RTRL, "hybrid": Hybrid}[settings.rule](settings, task)
+    return {"tbptt": TBPTT, "rtrl": RTRL, "bu": BlockUpdate, "gf": GreensFunction}[settings.rule](settings, task)
 
 
 def window_loss(task, outputs: torch.Tensor, batch: dict, start: int) -> tuple[torch.Tensor, int] | None:
@@ -269,7 +272,7 @@ class TBPTT(ManualRule):
 
 
 class _SensitivityRule(ManualRule):
-    """Shared by RTRL and the hybrid: the model's sensitivities, and their carry across batches of stateful data."""
+    """Shared by RTRL, GF and BU: the model's sensitivities, and their carry across batches of stateful data."""
 
     def __init__(self, settings, task):
         super().__init__(settings, task)
@@ -306,27 +309,45 @@ class RTRL(_SensitivityRule):
 
     Each step updates Q_t = ds_t/dtheta (:meth:`RecurrentSensitivity.step`) and adds (dl_t/dh_t) Q_t of the step's
     loss l_t; every ``update_every`` steps the window's mean loss is the objective: its readout gradient by autograd,
-    its recurrent gradient the accumulated sum (divided by the window's target count).
+    its recurrent gradient the accumulated sum (divided by the window's target count). What is carried from step to
+    step is Q_t here; :class:`GreensFunction` carries another form of it through the same loop (the hooks below).
     """
 
     name = "rtrl"
+
+    def begin(self, sensitivity: torch.Tensor):
+        """What the rule carries from step to step, from Q_0 [B, S, P]."""
+        return sensitivity
+
+    def advance(self, x: torch.Tensor, keep: torch.Tensor, state, carried):
+        """One step of the network and of what is carried: returns (state, carried)."""
+        return self.sensitivity.step(x, keep, state, carried)
+
+    def loss_gradient(self, grad_h: torch.Tensor, carried) -> torch.Tensor:
+        """(dl_t/dh_t) Q_t [P], summed over the batch, for grad_h = dl_t/dh_t [B, N]."""
+        return torch.einsum("bn,bnp->p", grad_h, carried[:, : self.sensitivity.hidden])
+
+    def sensitivity_of(self, carried) -> torch.Tensor:
+        """Q_t [B, S, P], carried to the next batch of a stateful stream."""
+        return carried
 
     def run(self, task, batch, update):
         inputs, lengths = batch["inputs"], batch["lengths"]
         batch_size, steps = inputs.shape[:2]
         keep = valid_step_mask(lengths, batch_size, steps, inputs.device)
         state, sensitivity = self.start(task, inputs)
-        readout, hidden = task.model.readout, self.sensitivity.hidden
+        carried = self.begin(sensitivity)
+        readout = task.model.readout
         accumulated = inputs.new_zeros(self.sensitivity.num_parameters)  # sum_t (dl_t/dh_t) Q_t over the window
         emitted, collected, window_start = [], [], 0
         for t in range(steps):
-            state, sensitivity = self.sensitivity.step(inputs[:, t], keep[:, t], state, sensitivity)
+            state, carried = self.advance(inputs[:, t], keep[:, t], state, carried)
             h = torch.where(keep[:, t, None], state[0], 0.0).requires_grad_()  # what the network emits at step t
             emitted.append(h)
             scored = window_loss(task, readout(h).unsqueeze(1), batch, t)
             if scored is not None:
                 (grad_h,) = torch.autograd.grad(scored[0] * scored[1], h)
-                accumulated += torch.einsum("bn,bnp->p", grad_h, sensitivity[:, :hidden])
+                accumulated += self.loss_gradient(grad_h, carried)
             if t + 1 - window_start < self.settings.update_every and t < steps - 1:
                 continue
             outputs = readout(torch.stack(emitted, dim=1))
@@ -339,12 +360,69 @@ class RTRL(_SensitivityRule):
             collected.append(outputs.detach())
             emitted, window_start = [], t + 1
             accumulated.zero_()
-        self.finish(task, state, sensitivity)
+        self.finish(task, state, self.sensitivity_of(carried) if task.spec.stateful else None)
         return torch.cat(collected, dim=1)
 
 
-class Hybrid(_SensitivityRule):
-    """The O(N^3) BPTT/RTRL hybrid (Schmidhuber 1992): blocks of h steps, an update per block.
+class GreensFunction(RTRL):
+    """The Green's function method (Sun, Chen & Lee 1992): RTRL's online gradient at O(N^3) per step instead of O(N^4).
+
+    With J_t = ds_t/ds_{t-1} and b_t = ds_t/dtheta|_{s_{t-1} fixed}, RTRL's Q_t = J_t Q_{t-1} + b_t is
+    Q_t = G(t, 0) Q_0 + sum_{s<=t} G(t, s) b_s with the Green's function G(t, s) = J_t ... J_{s+1}. GF carries
+
+        G_t = J_t G_{t-1},    R_t = R_{t-1} + G_t^{-1} b_t,    G_0 = I,  R_0 = Q_0,    so that Q_t = G_t R_t,
+
+    and the gradient of a step's loss l_t is ((dl_t/ds_t) G_t) R_t, an S-vector times the S x P matrix R_t; Q_t is
+    never formed. G_t^{-1} b_t is one linear solve against A_t = ds_t/dz_t and an outer product with the inputs of the
+    weights (:meth:`RecurrentSensitivity.green_step`). Time per step and sequence, for S = N (Elman) or 2N (LSTM)
+    state entries and P = O(N^2) weights: J_t and A_t written out O(S G N^2), the product J_t G_{t-1} and the solve
+    O(S^3), R_t and the gradient O(S P): O(N^3). Storage: R_t, O(N^3), like RTRL's Q_t. Updates every
+    ``update_every`` steps as RTRL, and the gradients are RTRL's (to rounding), also across updates. A stateful stream
+    carries Q_T = G_T R_T to the next batch (one O(N^4) product per batch), which restarts G at I.
+
+    GF needs every J_t invertible: a relu unit at zero has slope 0 and makes J_t singular, so Elman relu (irnn) is
+    refused. It is also ill-conditioned over long sequences, a known weakness of the method: when the J_t are
+    contractive (the vanishing gradient), G_t's smallest singular values shrink geometrically with t, G_t^{-1} b_t
+    grows as fast, and Q_t = G_t R_t is recovered by cancellation, losing about log10 cond(G_t) digits. On small
+    random networks cond(G_t) grows 20-30-fold per step: an 8-unit tanh Elman network's relative gradient error is
+    ~1e-11 over 8 steps in float64 but ~3e-3 in float32, and of order 1 over 12 steps in float32. LSTM is worse:
+    while c is small, h_t = o_t tanh(c_t) makes the h-rows of J_t nearly a rescaling of its c-rows, so J_t itself is
+    close to singular (8 units, float64: errors of 5-30% after 6 steps). Nothing is done about it here beyond the
+    restart at batch boundaries of stateful streams: use short sequences in float64 (the tests: 6 steps), or rtrl /
+    bu, whose recursions are stable. When G_t is singular to working precision (float32 Elman networks on 20-step
+    sequences reach it) the gradient is NaN: the update is skipped and the run ends "diverged".
+    """
+
+    name = "gf"
+
+    def __init__(self, settings, task):
+        super().__init__(settings, task)
+        if getattr(task.model, "activation", None) == "relu":
+            raise ConfigError("training.rule", "gf inverts ds_t/ds_{t-1}, which relu units at zero make singular; "
+                              "use rtrl or bu for activation=relu")
+
+    def begin(self, sensitivity):
+        batch, size = sensitivity.shape[:2]
+        identity = torch.eye(size, dtype=sensitivity.dtype, device=sensitivity.device)
+        return identity.expand(batch, size, size), sensitivity.clone()  # (G_0, R_0); R is updated in place
+
+    def advance(self, x, keep, state, carried):
+        green, weighted = carried
+        state, green = self.sensitivity.green_step(x, keep, state, green, weighted)
+        return state, (green, weighted)
+
+    def loss_gradient(self, grad_h, carried):
+        green, weighted = carried
+        along = torch.einsum("bn,bns->bs", grad_h, green[:, : self.sensitivity.hidden])  # (dl_t/ds_t) G_t
+        return torch.einsum("bs,bsp->p", along, weighted)
+
+    def sensitivity_of(self, carried):
+        green, weighted = carried
+        return torch.bmm(green, weighted)
+
+
+class BlockUpdate(_SensitivityRule):
+    """Block update: the O(N^3) BPTT/RTRL hybrid (Schmidhuber 1992), blocks of h steps, an update per block.
 
     Within a block BPTT gives the gradient of the block's loss through the block, and dL/ds_start at its start; the
     carried Q_start = ds_start/dtheta adds (dL/ds_start) Q_start, the part through all earlier blocks. At the block
@@ -352,7 +430,7 @@ class Hybrid(_SensitivityRule):
     (:meth:`RecurrentSensitivity.block_jacobians`): O(h N^3 + N^4) per block, O(N^3) per step for h = N.
     """
 
-    name = "hybrid"
+    name = "bu"
 
     def run(self, task, batch, update):
         inputs, lengths = batch["inputs"], batch["lengths"]
