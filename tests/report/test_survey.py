@@ -224,3 +224,12 @@ def test_rows_cells_and_claims_name_their_source():
     assert not any("GRU costs less computation" in c.text for c in CLAIMS)
     original = next(row for row in TABLE_III if row.name.startswith("LSTM, original"))
     assert original.source != SURVEY and original.cell("advantages") == original.survey["advantages"]
+
+
+def test_cost_claims_skip_arms_matched_by_a_parameter_budget(tmp_path):
+    """At a parameter budget every arm has the same count by construction: "more parameters" is not judged there."""
+    sweep(tmp_path, {"lstm": {"params": 10033}, "elman": {"params": 10095}},
+          per_seed=lambda m, s: {"config": {"model": {"param_budget": 10000}}})
+    study = study_of(tmp_path)
+    assert judge(claim("LSTM has more parameters than a simple RNN"), study, settings(study)) is None
+    assert judge(claim("LSTM uses more memory than a simple RNN"), study, settings(study)) is None

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 ALPHA = 0.05
 ROW_COSTS = ("params", "flops_per_step", "cpu_ms_per_step", "model_memory_mb")  # the survey tables' cost cells
+# Claims on these compare architectures at one hidden size (the survey's setting); arms matched by a parameter budget
+# make them equal by construction and are left out of those verdicts.
+SIZE_COSTS = ROW_COSTS
 
 
 @dataclass
@@ -85,6 +88,11 @@ def pairs(study: Study, a: Selector, b: Selector) -> list[tuple[Arm, Arm]]:
             if all(arm_a.settings[k] == arm_b.settings[k] for k in study.swept if k not in identity):
                 found.append((arm_a, arm_b))
     return found
+
+
+def budget_matched(arm: Arm) -> bool:
+    """The arm's hidden size was chosen to meet a parameter budget (``model.param_budget``)."""
+    return any(config_value(run, "model.param_budget") is not None for run in arm.runs)
 
 
 def common_lag(arms: Iterable[Arm]) -> int | None:
@@ -405,6 +413,8 @@ def judge(claim: Claim, study: Study, settings: Settings, fits: list[CostSeries]
                             + (_reach_budget(ga, gb) if verdict == "inconclusive" else ""))
         return Judgement(claim, study.name, combine(verdicts), "; ".join(evidence))
     found = pairs(study, claim.a, claim.b)
+    if claim.quantity in SIZE_COSTS:  # "more parameters / computation / memory" compares models of one size
+        found = [(a, b) for a, b in found if not (budget_matched(a) or budget_matched(b))]
     verdicts, evidence = [], []
     for arm_a, arm_b in found:
         if claim.quantity == "grad_ratio":
