@@ -67,12 +67,13 @@ def equivalence_p(a: list[float], b: list[float], margin: float) -> float | None
 def seeds_needed(a: list[float], b: list[float], difference: float, alpha: float = 0.05, power: float = 0.8,
                  one_sided: bool = False) -> int | None:
     """Runs per arm at which a Welch test at ``alpha`` detects ``difference`` with probability ``power``, from the
-    arms' observed spread (normal approximation, n = (z_alpha + z_power)^2 (var_a + var_b) / difference^2)."""
+    arms' observed spread (normal approximation, n = (z_alpha + z_power)^2 (var_a + var_b) / difference^2), and at
+    least one more than the arms have now (the approximation is optimistic at few runs)."""
     if len(a) < 2 or len(b) < 2 or difference == 0:
         return None
     variance = float(np.var(a, ddof=1) + np.var(b, ddof=1))
     z = stats.norm.ppf(1 - (alpha if one_sided else alpha / 2)) + stats.norm.ppf(power)
-    return max(2, math.ceil(z * z * variance / difference**2))
+    return max(max(len(a), len(b)) + 1, math.ceil(z * z * variance / difference**2))
 
 
 def significance(p: float | None) -> str:
