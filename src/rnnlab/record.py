@@ -121,6 +121,7 @@ class RunStats(pl.Callback):
         self._flops.start()
 
     def _finish_measurement(self, step_s: float, cpu_s: float, tokens: int) -> None:
+        device = self._peak.device.type
         flops, peak = self._flops.stop(), self._peak.stop()
         self._peak = self._flops = None
         self.measured = {
@@ -129,6 +130,7 @@ class RunStats(pl.Callback):
             "resident_mb": round(self._resident / 2**20, 3),
             "flops_per_step": flops,
             "measured_step_tokens": tokens,
+            "measured_by": "cuda max_memory_allocated" if device == "cuda" else "torch.profiler CPU allocator events",
         }
 
     def timing(self) -> dict[str, float | None]:
@@ -146,9 +148,8 @@ class RunStats(pl.Callback):
 
     def memory(self) -> dict[str, Any]:
         """The model's own memory in its measured step (what memory claims are judged on), beside the process's."""
-        device = "cuda max_memory_allocated" if torch.cuda.is_available() else "torch.profiler CPU allocator events"
         own = {k: self.measured.get(k) for k in ("model_memory_mb", "step_peak_mb", "resident_mb")}
-        return {**own, "process_peak_mb": round(process_peak_mb(), 1), "measured_by": device}
+        return {**own, "process_peak_mb": round(process_peak_mb(), 1), "measured_by": self.measured.get("measured_by")}
 
 
 def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
