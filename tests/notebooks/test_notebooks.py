@@ -132,5 +132,5 @@ def test_rebuild_table4_shows_the_table_with_measured_rows(sweep_dir, monkeypatc
         assert f"{sequence_run(records, model)['params']:,} [{STUDY}-sequence]" in rows[name]
     assert "completed)" in rows["Memory networks"]  # the memory group's runs fill its row
     claims = "\n".join(markdown)
-    assert f"| GRU has fewer parameters than LSTM | {STUDY}-sequence | supported |" in claims
+    assert f"| GRU has fewer parameters than LSTM | survey | {STUDY}-sequence | supported |" in claims
     assert outputs(nb, "image/png")  # the studies' figures
