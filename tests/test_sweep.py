@@ -21,9 +21,10 @@ def test_the_issue_studies_are_all_there():
 
 @pytest.mark.parametrize("study", STUDIES)
 @pytest.mark.parametrize("scale", SCALES)
-def test_every_swept_value_of_every_scale_composes(tmp_path, study, scale):
+def test_every_swept_value_of_every_scale_composes(tmp_path, monkeypatch, study, scale):
     """rnnlab-train's pre-flight check composes one job per swept value (the others at their first value): every
     name, key and value type of the study exists. (rnnlab-train itself checks the whole product before it runs.)"""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # the full scale's trainer=gpu, judged on any machine
     for command in group_commands(study, scale, tmp_path).values():
         fixed = [arg for arg in command[1:] if not is_sweep(arg)]
         swept = [arg.split("=", 1) for arg in command if is_sweep(arg)]
@@ -117,3 +118,43 @@ def test_checked_in_wandb_sweeps_are_generated_from_the_studies():
     assert reach["parameters"]["data.seq_len"]["values"] == [10, 20, 50]
     assert reach["command"][:3] == ["${env}", "rnnlab-train", "${args_no_hyphens}"]
     check_command_line([*reach["command"][3:], "model=lstm", "data.seq_len=20", "seed=1"])
+
+
+TINY_STUDY = """
+description: a failing group before a good one
+groups:
+  bad: {fixed: [model=elman, model.num_layers=0]}
+  good: {fixed: [model=elman]}
+scales:
+  smoke:
+    fixed: [debug=fast, callbacks=minimal, data=adding, data.train_size=128, data.val_size=64, data.test_size=64,
+            model.hidden_size=8]
+"""
+
+
+@pytest.mark.slow  # two rnnlab-train subprocesses and a report: about 40 s on a busy 2-core machine
+def test_a_failed_job_does_not_stop_the_study_and_is_named_last(tmp_path, monkeypatch, capfd):
+    import rnnlab.sweep
+
+    (tmp_path / "tiny.yaml").write_text(TINY_STUDY)
+    monkeypatch.setattr(rnnlab.sweep, "SWEEPS_DIR", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["tiny", "--log-dir", str(tmp_path / "logs")]) == 1
+    root = tmp_path / "logs" / "sweeps" / "tiny" / "smoke"
+    assert json.loads((root / "good" / "0" / "summary.json").read_text())["status"] == "completed"  # ran after bad
+    assert (root / "report" / "report.html").is_file()
+    head, last = capfd.readouterr().err.splitlines()[-2:]
+    assert head == "rnnlab-sweep: error: 1 of 2 jobs failed; groups 'bad' exited 1"
+    assert last.startswith(f"rnnlab-sweep: failed: {root / 'bad' / '0'}: model.num_layers")
+
+
+def test_the_exit_code_is_the_first_failing_group_s(capsys):
+    from rnnlab.sweep import failures
+
+    ran = [{"status": "failed", "run_dir": "a/0", "error": "boom"}, {"status": "diverged", "run_dir": "b/0"}]
+    assert failures({"a": 1, "b": 0, "c": 2}, ran) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "rnnlab-sweep: error: 1 of 2 jobs failed; groups 'a' exited 1, 'c' exited 2",
+        "rnnlab-sweep: diverged: b/0: ", "rnnlab-sweep: failed: a/0: boom"]
+    assert failures({"a": 0}, ran[1:]) == 0
+    assert capsys.readouterr().err == "rnnlab-sweep: diverged: b/0: \n"  # a result, not a failure

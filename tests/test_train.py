@@ -107,7 +107,8 @@ def test_tensorboard_and_csv_together(tmp_path):
 def test_joblib_sweep_survives_a_failed_job(tmp_path):
     result = run_cli(tmp_path, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST, "callbacks=minimal",
                      "model.hidden_size=16,-1", f"hydra.sweep.dir={tmp_path}/sweep")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]  # every job ran; the sweep says one failed
+    assert result.stderr.splitlines()[-1].startswith(f"rnnlab-train: failed: {tmp_path}/sweep/1: model.hidden_size")
     records = {read_record(tmp_path / "sweep" / str(i))["config"]["model"]["hidden_size"]: read_record(tmp_path / "sweep" / str(i)) for i in (0, 1)}
     assert records[16]["status"] == "completed"
     assert records[-1]["status"] == "failed" and "model.hidden_size" in records[-1]["error"]

@@ -5,16 +5,19 @@ class ConfigError(ValueError):
     """Bad configuration or input data, reported to the user as one line (exit code 2).
 
     ``key`` names the offending config key relative to its group (``hidden_size``); the caller that knows the group
-    (``model``) prefixes it, so the user reads ``model.hidden_size``.
+    (``model``) prefixes it, so the user reads ``model.hidden_size``. ``full=True`` says ``key`` is already the key the
+    user types (``training.rule``: the task reads the ``training`` group through an interpolation), so no caller
+    prefixes it.
     """
 
-    def __init__(self, key: str, message: str):
+    def __init__(self, key: str, message: str, *, full: bool = False):
         super().__init__(f"{key}: {message}")
         self.key = key
         self.message = message
+        self.full = full
 
     def with_prefix(self, prefix: str) -> "ConfigError":
-        return ConfigError(f"{prefix}.{self.key}", self.message)
+        return self if self.full else ConfigError(f"{prefix}.{self.key}", self.message)
 
 
 def require_positive(**values: int | float) -> None:

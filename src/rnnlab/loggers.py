@@ -6,7 +6,9 @@ import netrc
 import os
 from pathlib import Path
 
-from pytorch_lightning.loggers import Logger, WandbLogger
+from lightning_fabric.loggers.logger import rank_zero_experiment
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 
 def wandb_logged_in() -> bool:
@@ -37,3 +39,24 @@ def finish_loggers(loggers: list[Logger], status: str) -> None:
             logger.experiment.finish(exit_code=0 if status != "failed" else 1)
         else:
             logger.finalize(status if status == "failed" else "success")
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSVLogger, except that a resumed run (``continues``, set by rnnlab-train) keeps the
+    ``metrics.csv`` it finds, which ``rnnlab.training.resume.ResumePoint`` cuts back to its checkpoint; a fresh run
+    starts the file afresh, as Lightning's does."""
+
+    continues = False
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = (_ContinuingWriter if self.continues else ExperimentWriter)(log_dir=self.log_dir)
+        return self._experiment
+
+
+class _ContinuingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        """Keep the earlier rows (Lightning's writer deletes them)."""

@@ -20,6 +20,59 @@ log = logging.getLogger(__name__)
 
 RECORD_NAME = "summary.json"
 STATUSES = ("completed", "diverged", "failed")
+Number = int | float
+# The keys every record holds and their types (GUIDE.md section 3); a record may hold more keys, never fewer.
+# ``status`` is one of STATUSES and ``metrics`` maps names to numbers (checked in check_record); bool is no int.
+SCHEMA: dict[str, Any] = {
+    "status": str,
+    "error": str | None,
+    "model": str | None,
+    "data": str | None,
+    "optimizer": str | None,
+    "seed": int,
+    "params": int | None,
+    "steps": int,
+    "epochs": int,
+    "metrics": dict,
+    "timing": dict,
+    "memory": dict,
+    "peak_memory_mb": Number | None,
+    "env": dict,
+    "config": dict,
+}
+
+
+class RecordError(ValueError):
+    """A run record that is not one: unreadable, not JSON, not an object, keys missing or of the wrong type.
+    ``str()`` is ``<path>: <reason>``."""
+
+    def __init__(self, path: Path | str, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+def check_record(record: Any) -> list[str]:
+    """What makes ``record`` no run record under SCHEMA, one problem per entry; [] for a good one."""
+    if not isinstance(record, dict):
+        return [f"not a JSON object but {type(record).__name__}"]
+    missing = [key for key in SCHEMA if key not in record]
+    problems = [f"missing keys {', '.join(missing)}"] if missing else []
+    for key, kind in SCHEMA.items():
+        value = record.get(key)
+        if key in record and (not isinstance(value, kind) or isinstance(value, bool)):
+            problems.append(f"{key} is {_shown(value)}, not {getattr(kind, '__name__', kind)}")
+    if isinstance(record.get("status"), str) and record["status"] not in STATUSES:
+        problems.append(f"status is {_shown(record['status'])}, not one of {', '.join(STATUSES)}")
+    metrics = record["metrics"] if isinstance(record.get("metrics"), dict) else {}
+    for name, value in metrics.items():
+        if not isinstance(value, Number) or isinstance(value, bool):
+            problems.append(f"metrics[{name!r}] is {_shown(value)}, not a number")
+    return problems
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def one_line(error: BaseException) -> str:
@@ -69,7 +122,7 @@ class RunStats(pl.Callback):
     MEASURED_BATCH = 1
 
     def __init__(self):
-        self.train_s = 0.0
+        self.train_s = self._train_s_before = 0.0
         self.step_s = self.cpu_s = 0.0
         self.steps = 0
         self.tokens = 0
@@ -107,7 +160,17 @@ class RunStats(pl.Callback):
         self._peak = self._flops = None
 
     def on_train_end(self, trainer, pl_module):
-        self.train_s = time.perf_counter() - self._fit_start
+        self.train_s = self._train_s_before + time.perf_counter() - self._fit_start
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in the resume point (``rnnlab.training.resume``), so a resumed run's record covers the whole run."""
+        return {"train_s": self._train_s_before + time.perf_counter() - self._fit_start, "step_s": self.step_s,
+                "cpu_s": self.cpu_s, "steps": self.steps, "tokens": self.tokens, "measured": self.measured}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._train_s_before = state_dict["train_s"]
+        self.step_s, self.cpu_s = state_dict["step_s"], state_dict["cpu_s"]
+        self.steps, self.tokens, self.measured = state_dict["steps"], state_dict["tokens"], state_dict["measured"]
 
     def _start_measurement(self, trainer, pl_module) -> None:
         self._resident = resident_bytes(pl_module, trainer.optimizers)
@@ -153,8 +216,12 @@ class RunStats(pl.Callback):
 
 
 def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
-    """Write ``summary.json`` atomically (a reader never sees half a record)."""
+    """Write ``summary.json`` atomically (a reader never sees half a record); a record that breaks SCHEMA is a
+    writer's bug and raises RecordError, nothing written."""
     path = Path(run_dir) / RECORD_NAME
+    problems = check_record(record)
+    if problems:
+        raise RecordError(path, "refused to write a bad record: " + "; ".join(problems))
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".json.tmp")
     partial.write_text(json.dumps(record, indent=2, default=str) + "\n")
@@ -162,11 +229,36 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
     return path
 
 
-def read_records(root: Path) -> list[dict[str, Any]]:
-    """Every run record under ``root``, each with its directory as ``run_dir``."""
+def read_record(path: Path | str) -> dict[str, Any]:
+    """The record in ``path`` (a ``summary.json``, or the run directory holding one); RecordError naming the file
+    when it cannot be read, is not JSON (a truncated file), not an object, or breaks SCHEMA."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RECORD_NAME
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise RecordError(path, f"not valid JSON (truncated?): {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecordError(path, f"unreadable: {one_line(error)}") from None
+    problems = check_record(record)
+    if problems:
+        raise RecordError(path, "; ".join(problems))
+    return record
+
+
+def read_records(root: Path, skipped: list[RecordError] | None = None) -> list[dict[str, Any]]:
+    """Every good run record under ``root``, each with its directory as ``run_dir``. A bad one is skipped with a
+    warning naming the file and the reason, and appended to ``skipped`` when given."""
     records = []
     for path in sorted(Path(root).rglob(RECORD_NAME)):
-        record = json.loads(path.read_text())
+        try:
+            record = read_record(path)
+        except RecordError as error:
+            log.warning("skipped run record %s", error)
+            if skipped is not None:
+                skipped.append(error)
+            continue
         record["run_dir"] = str(path.parent)
         records.append(record)
     return records

@@ -23,7 +23,9 @@ to) the group's; ``groups`` adjusts single groups the same way. Each group runs 
         <fixed> [<arm overrides>] k=v1,v2 ...
 
 in a fixed directory, so running the same command again skips completed jobs and resumes interrupted ones
-(``resume: true``). Then ``rnnlab-report`` writes ``<log_dir>/sweeps/<study>/<scale>/report``.
+(``resume: true``). Every group runs, whatever an earlier group's fate; then ``rnnlab-report`` writes
+``<log_dir>/sweeps/<study>/<scale>/report``, and the jobs that diverged or failed are listed last on stderr. The exit
+code is non-zero when a job failed (1) or a group could not run (2: bad input).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from rnnlab.config_check import CONF_DIR
+from rnnlab.launch import outcome_lines, record_stamps, records_since
 
 log = logging.getLogger(__name__)
 
@@ -139,21 +142,40 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rnnlab-sweep: error: {error}", file=sys.stderr)
         return 2
     train = str(Path(sys.executable).parent / "rnnlab-train")
-    for group, command in commands.items():
-        log.info("%s: rnnlab-train %s", group, " ".join(command))
-        if not args.dry_run:
-            done = subprocess.run([train, *command])
-            if done.returncode != 0:  # a failed job is recorded and the sweep goes on; this is bad input or a crash
-                print(f"rnnlab-sweep: error: group '{group}' exited {done.returncode}", file=sys.stderr)
-                return done.returncode
-    if args.dry_run or args.no_report:
+    if args.dry_run:
+        for group, command in commands.items():
+            log.info("%s: rnnlab-train %s", group, " ".join(command))
         return 0
-    from rnnlab.report.cli import main as report
+    exits: dict[str, int] = {}
+    ran: list[dict[str, Any]] = []
+    for group, command in commands.items():  # every group runs, whatever an earlier one's fate
+        log.info("%s: rnnlab-train %s", group, " ".join(command))
+        sweep_dir = Path(next(arg for arg in command if arg.startswith("hydra.sweep.dir=")).partition("=")[2])
+        stamps = record_stamps(sweep_dir)
+        exits[group] = subprocess.run([train, *command]).returncode
+        ran += records_since(sweep_dir, stamps)
+    code = 0
+    if not args.no_report:
+        from rnnlab.report.cli import main as report
 
-    root = args.log_dir.resolve() / "sweeps" / args.study / args.scale
-    spec = load_study(args.study)
-    baseline = ["--baseline", spec["baseline"]] if spec.get("baseline") else []
-    return report([*(str(root / directory) for directory in commands), "--out", str(root / "report"), *baseline])
+        root = args.log_dir.resolve() / "sweeps" / args.study / args.scale
+        spec = load_study(args.study)
+        baseline = ["--baseline", spec["baseline"]] if spec.get("baseline") else []
+        code = report([*(str(root / directory) for directory in commands), "--out", str(root / "report"), *baseline])
+    return failures(exits, ran) or code
+
+
+def failures(exits: dict[str, int], ran: list[dict[str, Any]]) -> int:
+    """Name the groups that exited non-zero and the jobs that diverged or failed on stderr, failed jobs last; return
+    the exit code: the first such group's (1: jobs failed, 2: bad input), or 0."""
+    failed = sum(record.get("status") == "failed" for record in ran)
+    bad = {group: code for group, code in exits.items() if code != 0}
+    lines = outcome_lines(ran)
+    if bad or failed:
+        groups = ", ".join(f"'{group}' exited {code}" for group, code in bad.items())
+        lines.insert(0, f"error: {failed} of {len(ran)} jobs failed" + (f"; groups {groups}" if groups else ""))
+    sys.stderr.write("".join(f"rnnlab-sweep: {line}\n" for line in lines))
+    return next(iter(bad.values()), 1 if failed else 0)
 
 
 if __name__ == "__main__":

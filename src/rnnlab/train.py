@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -19,17 +18,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
 from rnnlab.config_check import CONF_DIR, PRIMARY_CONFIG, check_command_line
 from rnnlab.errors import ConfigError
-from rnnlab.loggers import finish_loggers
+from rnnlab.loggers import ResumableCSVLogger, finish_loggers
 from rnnlab.models.budget import count_parameters, hidden_size_for_budget
 from rnnlab.models.compile import compile_cells
 from rnnlab.models.initialization import initialize
-from rnnlab.record import RunStats, environment, one_line, write_record
+from rnnlab.record import RECORD_NAME, RecordError, RunStats, environment, one_line, read_record, write_record
+from rnnlab.run_dir import claim, locked
 from rnnlab.tasks.heads import head_wiring
 from rnnlab.training import TrainingSettings
+from rnnlab.training.resume import ResumePoint
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,13 @@ def cli() -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=PRIMARY_CONFIG)
 def main(cfg: DictConfig) -> float | None:
-    record = train(cfg)
+    try:
+        record = train(cfg)
+    except ConfigError as error:  # the run directory refused this run (busy, or another config's): nothing written
+        if os.environ.get("HYDRA_FULL_ERROR"):
+            raise
+        print(f"rnnlab-train: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     if HydraConfig.get().mode == RunMode.RUN and record["status"] == "failed":
         print(f"rnnlab-train: error: {record['error']}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT if record.get("error_kind") == "config" else 1)
@@ -141,14 +149,30 @@ def check_task_honours_training(cfg: DictConfig) -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one job and return its record (also written to ``summary.json`` in the Hydra output directory)."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    earlier = read_earlier_record(run_dir) if cfg.resume else None
-    if earlier is not None and earlier["status"] in FINAL_STATUSES:
-        log.info("run already %s, skipped (resume=true): %s", earlier["status"], run_dir / "summary.json")
-        print(run_dir, flush=True)
-        return earlier
+    """Run one job and return its record (also written to ``summary.json`` in the Hydra output directory).
+
+    The run directory is locked and claimed for this config (``rnnlab.run_dir``); with ``resume=true`` a job whose
+    directory holds a completed or diverged record is skipped, and an interrupted one resumes from its resume point.
+    """
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    key = "hydra.sweep.dir" if hydra_cfg.mode == RunMode.MULTIRUN else "hydra.run.dir"
     share_machine_between_parallel_jobs(cfg)
+    with run_dir_lock(run_dir, key):
+        run_dir = claim(run_dir, resolved_config(cfg), list(hydra_cfg.overrides.task), cfg.resume, key)
+        if run_dir != Path(hydra_cfg.runtime.output_dir):
+            with open_dict(cfg):
+                cfg.paths.output_dir = str(run_dir)
+        earlier = read_earlier_record(run_dir)
+        if earlier is not None and earlier["status"] in FINAL_STATUSES:
+            log.info("run already %s, skipped (resume=true): %s", earlier["status"], run_dir / RECORD_NAME)
+            print(run_dir, flush=True)
+            return earlier
+        return run(cfg, run_dir, start_over=earlier is not None)
+
+
+def run(cfg: DictConfig, run_dir: Path, start_over: bool) -> dict[str, Any]:
+    """Build, fit, validate and test; record the outcome, whatever it is."""
     stats = RunStats()
     record: dict[str, Any] = new_record(cfg)
     loggers: list = []
@@ -161,20 +185,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record["data_note"] = getattr(datamodule, "note", None)  # e.g. a substitute split used offline
         record["baseline"] = datamodule.task.baseline  # the data's trivial-predictor loss, for "solved" verdicts
         record["metric"] = f"test/{datamodule.task.metric}"  # the data's primary metric (reports rank by it)
+        record["resumed_from"] = resume_point(trainer, start_over)
         for logger in loggers:
+            if isinstance(logger, ResumableCSVLogger):
+                logger.continues = record["resumed_from"] is not None
             logger.log_hyperparams(record["config"])
-        record["resumed_from"] = last_checkpoint(trainer, start_over=earlier is not None) if cfg.resume else None
         trainer.fit(module, datamodule=datamodule, ckpt_path=record["resumed_from"])
         record.update(steps=trainer.global_step, epochs=trainer.current_epoch)
         record["metrics"] = epoch_metrics(trainer)
         if module.diverged:
             record.update(status="diverged", error=f"non-finite training loss at step {module.diverged_at_step}")
         else:
-            best = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
+            best = best_checkpoint(trainer)
             trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
             trainer.test(module, datamodule=datamodule, ckpt_path=best)
             record["metrics"].update(epoch_metrics(trainer))
-            record["checkpoint"] = best and trainer.checkpoint_callback.best_model_path
+            record["checkpoint"] = best
             record.update(status="completed", error=None)
     except ConfigError as error:
         failure = error
@@ -195,6 +221,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if failure is not None and os.environ.get("HYDRA_FULL_ERROR") and HydraConfig.get().mode == RunMode.RUN:
         raise failure
     return record
+
+
+@contextmanager
+def run_dir_lock(run_dir: Path, key: str):
+    """The run directory's lock, taken by the process that writes the record (rank 0 of a distributed run)."""
+    if rank_zero_only.rank != 0:
+        yield
+        return
+    with locked(run_dir, key):
+        yield
 
 
 def new_record(cfg: DictConfig) -> dict[str, Any]:
@@ -238,39 +274,50 @@ def epoch_metrics(trainer: pl.Trainer) -> dict[str, float]:
 
 
 def read_earlier_record(run_dir: Path) -> dict[str, Any] | None:
-    """The record an earlier attempt of this very job left in ``run_dir``, or None.
+    """The record an earlier attempt of this run (same config: ``rnnlab.run_dir.claim``) left in ``run_dir``, or None.
 
-    A record of other overrides (the directory was reused for another sweep) is set aside as
-    ``summary.replaced.json`` rather than lost, and the job starts over.
+    A record that will be replaced (a failed attempt) or cannot be read is kept aside as ``summary.attempt-N.json``.
     """
-    path = run_dir / "summary.json"
+    path = run_dir / RECORD_NAME
     if not path.exists():
         return None
-    earlier = json.loads(path.read_text())
-    if earlier.get("overrides") != list(HydraConfig.get().overrides.task):
-        log.warning("%s holds a run of other overrides %s; kept as summary.replaced.json", run_dir, earlier.get("overrides"))
-        path.replace(run_dir / "summary.replaced.json")
+    try:
+        earlier = read_record(path)
+    except RecordError as error:
+        log.warning("%s; kept as %s, the run goes on", error, keep_aside(path).name)
         return None
+    if earlier["status"] not in FINAL_STATUSES:
+        keep_aside(path)
     return earlier
 
 
-def last_checkpoint(trainer: pl.Trainer, start_over: bool) -> str | None:
-    """``last.ckpt`` of an interrupted attempt (no record written) to resume from, or None to start afresh.
+def keep_aside(path: Path) -> Path:
+    aside = next(path.with_name(f"summary.attempt-{n}.json") for n in range(1, 10**6)
+                 if not path.with_name(f"summary.attempt-{n}.json").exists())
+    path.replace(aside)
+    return aside
 
-    A job whose earlier attempt failed (``start_over``) starts afresh: its checkpoints are removed.
+
+def resume_point(trainer: pl.Trainer, start_over: bool) -> str | None:
+    """The resume point (``last.ckpt`` of ``rnnlab.training.resume.ResumePoint``) an interrupted attempt left, or
+    None to start afresh. After a failed attempt (``start_over``) the checkpoints are removed and the run starts afresh.
     """
-    callback = trainer.checkpoint_callback
-    if callback is None or not callback.dirpath:
+    points = [callback for callback in trainer.callbacks if isinstance(callback, ResumePoint)]
+    if not points:
         return None
-    directory = Path(callback.dirpath)
     if start_over:
-        shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(points[0].dirpath, ignore_errors=True)
         return None
-    last = directory / "last.ckpt"
-    if last.exists():
-        log.info("resuming the interrupted run from %s", last)
-        return str(last)
+    if points[0].path.exists():
+        log.info("resuming the interrupted run from %s", points[0].path)
+        return str(points[0].path)
     return None
+
+
+def best_checkpoint(trainer: pl.Trainer) -> str | None:
+    """The checkpoint chosen by validation (the first ModelCheckpoint's best), which test metrics are computed on."""
+    chosen = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
+    return (chosen.best_model_path or None) if chosen is not None else None
 
 
 def share_machine_between_parallel_jobs(cfg: DictConfig) -> None:

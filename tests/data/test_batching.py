@@ -78,3 +78,19 @@ def test_bucket_must_be_a_boolean():
 
     with pytest.raises(ConfigError, match="bucket"):
         AddingDataModule(bucket="yes")
+
+
+def test_the_training_order_starts_where_the_trainer_stands():
+    """Given the trainer's position (epoch, batches trained, processes), a pass starts at the next untrained batch
+    of that epoch's order, whatever epoch ``set_epoch`` last gave (Lightning draws a resumed run's first batch
+    before calling it)."""
+    from rnnlab.data.base import EpochShuffle
+
+    whole = EpochShuffle(100, seed=3)
+    whole.set_epoch(4)
+    epoch4 = list(whole)
+    resumed = EpochShuffle(100, seed=3).follow(lambda: (4, 3, 1), batch_size=8)
+    assert list(resumed) == epoch4[24:]
+    assert list(EpochShuffle(100, seed=3).follow(lambda: (4, 3, 2), batch_size=8)) == epoch4[48:]
+    assert list(EpochShuffle(10, seed=3, shuffle=False).follow(lambda: (1, 2, 1), batch_size=4)) == [8, 9]
+    assert list(EpochShuffle(100, seed=3).follow(lambda: None, batch_size=8)) == list(EpochShuffle(100, seed=3))

@@ -7,7 +7,6 @@ from functools import partial
 
 import pytest
 import torch
-from torch import nn
 
 from conftest import train_in_process
 from rnnlab.errors import ConfigError

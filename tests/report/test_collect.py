@@ -100,11 +100,13 @@ def test_studies_are_experiment_names_and_old_records_still_group(tmp_path, caps
     assert main([str(tmp_path), "--study", "nope"]) == 2
     assert "is not among the studies found" in capsys.readouterr().err
     assert main([str(tmp_path), "--study", "other"]) == 0
-    old = tmp_path / "old"  # a record from before config/overrides/timing were recorded
+    old = tmp_path / "old"  # a record from before overrides were recorded: its config names stand in for them
     from rnnlab.record import write_record
 
-    write_record(old / "0", {"status": "completed", "model": "elman", "seed": 0, "metrics": {"test/mse": 0.1}})
-    write_record(old / "1", {"status": "completed", "model": "gru", "seed": 0, "metrics": {"test/mse": 0.2}})
+    for index, model in enumerate(("elman", "gru")):
+        record = make_record(old / str(index), model=model, metrics={"test/mse": 0.1 * (index + 1)})
+        del record["overrides"]
+        write_record(old / str(index), record)
     [study] = group_studies(load_records([old]))
     assert study.swept == ["model"] and len(study.arms) == 2
 
@@ -136,3 +138,16 @@ def test_task_copies_of_a_swept_group_are_part_of_the_sweep():
     assert ignored("task.ridge", ["model"])  # a family that selects its own task
     assert not ignored("task.pooling", ["training.rule"])
     assert not ignored("task.training.k1", ["regularizer"])
+
+
+def test_bad_records_are_skipped_and_good_ones_beside_them_loaded(tmp_path, caplog):
+    model_sweep(tmp_path)
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "summary.json").write_text('{"status": "completed", "error": nu')
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "summary.json").write_text('{"status": "completed"}')
+    skipped = []
+    records = load_records([tmp_path, tmp_path / "cut"], skipped)  # overlapping directories: each file once
+    assert len(records) == 7 and all("run_dir" in record for record in records)
+    assert sorted(error.path.parent.name for error in skipped) == ["bare", "cut"]
+    assert any(str(tmp_path / "bare" / "summary.json") in r.getMessage() for r in caplog.records)

@@ -72,7 +72,6 @@ def test_loss_counts_only_the_forecast_frames():
     target_mask = mask_after([2, 3, 3], 6)
     lengths = torch.tensor([6, 5, 6])
     targets = torch.rand(3, 6, 20)
-    batch = {"inputs": x, "lengths": lengths, "targets": targets, "target_mask": target_mask}
     with torch.no_grad():
         predictions = encode_and_forecast(net, x, lengths, target_mask)
         loss, count = task.loss_and_count(predictions, targets, lengths, target_mask)

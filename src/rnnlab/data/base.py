@@ -11,9 +11,10 @@ targets count in the loss (e.g. only the future frames of a frame-prediction cli
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
+from typing import Callable, ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -28,6 +29,9 @@ IGNORE_INDEX = -100
 INDEX_BATCHES_BYTES = 256 * 2**20  # the largest padded copy of a split kept for batching by index
 TASK_KINDS = ("regression", "classification", "ctc", "multilabel")
 METRICS = ("mse", "acc", "bpc", "ppl", "ler", "nll")
+# layouts of batch inputs (GUIDE.md section 2); a model that reads another names it in ``input_layout``
+SEQUENCE_LAYOUT = "[batch, time, features]"
+FRAMES_LAYOUT = "[batch, time, channels, height, width]"  # images (T = 1) and video
 
 
 @dataclass(frozen=True)
@@ -147,18 +151,42 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 class EpochShuffle(Sampler[int]):
-    """Epoch e visits the items in a permutation drawn from (seed, e) alone, so a run resumed from a checkpoint at
-    epoch e sees the same order as one that was never interrupted. Lightning calls ``set_epoch`` before each epoch."""
+    """Epoch e visits the items in a permutation drawn from (seed, e) alone (``shuffle=False``: in order).
 
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed, self.epoch = size, seed, 0
+    Training position: Lightning calls ``set_epoch`` before each epoch, but on a resumed run it draws the first
+    batch before that call. Given ``position`` (a callable returning the trainer's epoch and the batches it has
+    already trained in that epoch, and the number of processes sharing the order), the sampler reads both when a pass
+    starts, and starts the pass at the next untrained batch: a run resumed from any checkpoint, mid-epoch included,
+    sees the batches an uninterrupted run would.
+    """
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True):
+        self.size, self.seed, self.epoch, self.shuffle = size, seed, 0, shuffle
+        self.batch_size = 1
+        self.position: Callable[[], tuple[int, int, int] | None] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def follow(self, position: Callable[[], tuple[int, int, int] | None], batch_size: int) -> EpochShuffle:
+        self.position, self.batch_size = position, batch_size
+        return self
+
     def __iter__(self):
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        skip = 0
+        position = self.position() if self.position is not None else None
+        if position is not None:
+            self.epoch, batches_done, processes = position
+            skip = batches_done * self.batch_size * processes
+        return iter(self.order()[skip:])
+
+    def order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.size))
+        return torch.randperm(self.size, generator=self.epoch_generator()).tolist()
+
+    def epoch_generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
 
     def __len__(self) -> int:
         return self.size
@@ -180,8 +208,8 @@ class LengthBuckets(EpochShuffle):
         self.lengths = lengths
         self.batch_size = batch_size
 
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+    def order(self) -> list[int]:
+        generator = self.epoch_generator()
         order = torch.randperm(self.size, generator=generator)
         batches = []
         for pool in order.split(self.batch_size * self.POOL_BATCHES):
@@ -189,7 +217,7 @@ class LengthBuckets(EpochShuffle):
         short = [batch for batch in batches if len(batch) < self.batch_size]
         full = [batch for batch in batches if len(batch) == self.batch_size]
         visit = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
-        return iter(torch.cat(visit + short).tolist()) if batches else iter([])
+        return torch.cat(visit + short).tolist() if batches else []
 
 
 class SequenceDataModule(pl.LightningDataModule):
@@ -203,6 +231,19 @@ class SequenceDataModule(pl.LightningDataModule):
     input_size: int
     output_size: int
     task: TaskSpec
+    frames_with: ClassVar[dict] = {}  # settings under which inputs are FRAMES_LAYOUT (image, video); else sequences
+    structure_keys: tuple[str, ...] = ()  # the batch keys ``structure: true`` adds (trees, stories; data.reasoning)
+
+    @classmethod
+    def input_layout(cls, config: Mapping) -> str:
+        """The layout of ``inputs`` under ``config`` (this class's keyword arguments), known before any data is read:
+        ``rnnlab-train`` refuses at start a model whose ``input_layout`` differs (``rnnlab.config_check``)."""
+        frames = cls.frames_with and all(config.get(key) == value for key, value in cls.frames_with.items())
+        return FRAMES_LAYOUT if frames else SEQUENCE_LAYOUT
+
+    def check_sources(self) -> None:
+        """Raise ConfigError(``root``) when a file the data must read is missing; cheap (reads nothing), so
+        ``rnnlab-train`` calls it at start for a ``data.root`` given on the command line. Default: nothing to check."""
 
     def __init__(self, batch_size: int = 64, seed: int = 0, num_workers: int = 0, bucket: bool = False):
         super().__init__()
@@ -237,24 +278,34 @@ class SequenceDataModule(pl.LightningDataModule):
         )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        shuffle = shuffle and not self.task.stateful  # stateful streams must arrive in order
         collate = partial(pad_collate, per_step=self.task.per_step, kind=self.task.kind)
         return DataLoader(
             self.batched_split(split, collate),
             batch_size=self.batch_size,
-            sampler=self.shuffle_sampler(split) if shuffle else None,
+            sampler=self.training_order(split) if split == "train" else None,
             collate_fn=collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
-    def shuffle_sampler(self, split: str) -> EpochShuffle:
-        """The training order: a permutation per epoch, or with ``bucket`` batches of similar lengths."""
+    def training_order(self, split: str) -> EpochShuffle:
+        """The training order: a permutation per epoch, with ``bucket`` batches of similar lengths, in order for
+        stateful streams (they must arrive in order); it follows the trainer's position (exact resume)."""
         items = self.splits[split]
-        if not self.bucket:
-            return EpochShuffle(len(items), self.seed)
-        lengths = torch.tensor([len(items[i][0]) for i in range(len(items))])
-        return LengthBuckets(lengths, self.batch_size, self.seed)
+        if self.bucket and not self.task.stateful:
+            lengths = torch.tensor([len(items[i][0]) for i in range(len(items))])
+            order = LengthBuckets(lengths, self.batch_size, self.seed)
+        else:
+            order = EpochShuffle(len(items), self.seed, shuffle=not self.task.stateful)
+        return order.follow(self.training_position, self.batch_size)
+
+    def training_position(self) -> tuple[int, int, int] | None:
+        """(epoch, batches already trained in it, processes sharing the order) of the attached trainer, or None."""
+        trainer = self.trainer
+        if trainer is None:
+            return None
+        loop = trainer.fit_loop
+        return loop.epoch_progress.current.processed, loop.epoch_loop.batch_progress.current.processed, trainer.world_size
 
     def batched_split(self, split: str, collate: Callable) -> Dataset:
         """``splits[split]``, served by :class:`IndexBatches` when its class says it holds its tensors in memory

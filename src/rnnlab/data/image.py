@@ -119,6 +119,7 @@ class ImageDataModule(SequenceDataModule):
     image_shape: tuple[int, int]
     max_value: float
     num_classes: int = 10
+    frames_with = {"layout": "image"}
 
     def __init__(self, layout: str = "row", permute: bool = False, permute_seed: int = 0, **kwargs):
         super().__init__(**kwargs)

@@ -269,6 +269,7 @@ class BabiSyntheticDataModule(GeneratedDataModule):
     COUNTS = ("none", "one", "two", "three")
     QUESTIONS = ("single", "two", "counting")
     QUERY_WORDS = "where is how many objects carrying . ?"
+    structure_keys = ("story", "query")  # story_structure's
 
     def __init__(
         self,
@@ -430,6 +431,7 @@ class TreesDataModule(GeneratedDataModule):
     SYMBOLS = ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "+", "-", "*", "(", ")")
     OPERATORS = ("+", "-", "*")
     NOTATIONS = ("prefix", "infix")
+    structure_keys = ("parents", "positions")  # tree_structure's
 
     def __init__(
         self, max_depth: int = 3, leaf_prob: float = 0.5, notation: str = "prefix", structure: bool = False, **kwargs

@@ -169,10 +169,13 @@ class LanguageModelDataModule(SequenceDataModule):
     def cache_settings(self) -> dict:
         return {}
 
-    def build_splits(self) -> dict[str, Dataset]:
+    def check_sources(self) -> None:
         for path in self.source_files():
             if not path.is_file():
                 raise ConfigError("root", f"{path} not found; {self.fix}")
+
+    def build_splits(self) -> dict[str, Dataset]:
+        self.check_sources()
         settings = {"version": PREPROCESSING_VERSION, **self.cache_settings()}
         if self.cache_dir is None:
             vocabulary, ids = self.tokenize()

@@ -136,6 +136,7 @@ class MovingDigitsDataModule(SequenceDataModule):
     """
 
     SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+    frames_with = {"flatten": False}
 
     def __init__(
         self,
@@ -356,6 +357,8 @@ class VideoFolderDataModule(SequenceDataModule):
     train). Decoded clips are cached under ``cache_dir`` (keyed by these settings and the files' sizes and mtimes).
     Batches: inputs [B, T, C*H*W] (or [B, T, C, H, W]), targets [B]; metric accuracy.
     """
+
+    frames_with = {"flatten": False}
 
     def __init__(
         self,

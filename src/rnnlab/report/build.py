@@ -68,6 +68,7 @@ class Report:
     runs: Table
     settings: Settings
     published: list[tuple[str, Table]] = field(default_factory=list)  # (title, table) per study a figure matches
+    skipped: list[str] = field(default_factory=list)  # "<path>: <reason>" of each unreadable record left out
 
 
 def registry(group: str) -> list[str]:

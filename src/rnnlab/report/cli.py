@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from rnnlab.record import RecordError
 from rnnlab.report.build import Report, build_report
 from rnnlab.report.collect import MixedConditionsError, load_records, wandb_records
 from rnnlab.report.render import counts, write_report
@@ -62,11 +63,14 @@ def show(report: Report, console: Console) -> None:
     for record in problems:
         console.print(f"{record.get('status')}: {record['run_dir']}: {record.get('error') or ''}", markup=False,
                       highlight=False)
+    for line in report.skipped:
+        console.print(f"skipped: {line}", markup=False, highlight=False)
     verdicts = [j for j in report.judgements if j.verdict != "not measured"]
     for judgement in verdicts:
         console.print(f"[{judgement.verdict}] {judgement.claim.text} ({judgement.study})", markup=False,
                       highlight=False)
-    console.print(counts(report.records), markup=False, highlight=False)
+    skipped = f", {len(report.skipped)} skipped (unreadable records)" if report.skipped else ""
+    console.print(counts(report.records) + skipped, markup=False, highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,13 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     for directory in args.dirs:
         if not directory.is_dir():
             return fail(f"{directory} is not a directory")
-    records = load_records(args.dirs)
+    skipped: list[RecordError] = []
+    records = load_records(args.dirs, skipped)
     sources = [str(d) for d in args.dirs]
     if args.wandb:
         records += wandb_records(args.wandb, args.group)
         sources.append(f"wandb:{args.wandb}" + (f" group {args.group}" if args.group else ""))
     if not records:
-        sys.stderr.write(f"rnnlab-report: no run records (summary.json) in {', '.join(sources)}\n")
+        also = f" ({len(skipped)} unreadable ones skipped)" if skipped else ""
+        sys.stderr.write(f"rnnlab-report: no run records (summary.json) in {', '.join(sources)}{also}\n")
         return 1
     try:
         report = build_report(records, sources, baseline=args.baseline, study=args.study,
@@ -91,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                               tolerance=args.tolerance, figures=args.out is not None)
     except (MixedConditionsError, ValueError) as error:
         return fail(str(error))
+    report.skipped = [str(error) for error in skipped]
     console = Console(width=220)
     show(report, console)
     if args.out is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from rnnlab.record import read_records
+from rnnlab.record import RecordError, read_records
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,20 @@ class MixedConditionsError(ValueError):
     """Runs whose non-swept settings differ were asked to share one table."""
 
 
-def load_records(directories: Iterable[Path]) -> list[dict[str, Any]]:
-    """Every ``summary.json`` under the directories (sweep dirs or single run dirs), each read once."""
+def load_records(directories: Iterable[Path], skipped: list[RecordError] | None = None) -> list[dict[str, Any]]:
+    """Every good ``summary.json`` under the directories (sweep dirs or single run dirs), each read once. A bad one
+    (truncated, not an object, keys missing or mistyped: ``rnnlab.record.SCHEMA``) is skipped with a warning naming
+    the file, and appended to ``skipped`` when given."""
     records: dict[str, dict] = {}
+    bad: dict[str, RecordError] = {}
     for directory in directories:
-        for record in read_records(Path(directory)):
-            if isinstance(record, dict):
-                records.setdefault(str(Path(record["run_dir"]).resolve()), record)
+        errors: list[RecordError] = []
+        for record in read_records(Path(directory), errors):
+            records.setdefault(str(Path(record["run_dir"]).resolve()), record)
+        for error in errors:
+            bad.setdefault(str(error.path.resolve()), error)
+    if skipped is not None:
+        skipped.extend(bad.values())
     return list(records.values())
 
 

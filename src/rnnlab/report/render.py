@@ -61,6 +61,9 @@ def differences(report: StudyReport) -> list[str]:
 def render_markdown(report: Report) -> str:
     out = ["# rnnlab report", "", f"Sources: {', '.join(report.sources)}", "",
            f"Runs: {len(report.records)} ({counts(report.records)}); studies: {len(report.studies)}", ""]
+    if report.skipped:
+        out += [f"**Skipped {len(report.skipped)} unreadable run records**:", ""]
+        out += [f"- {line}" for line in report.skipped] + [""]
     for study in report.studies:
         out += [f"## Study: {study.study.name}", ""]
         out += [f"- {line}" for line in study_header(study)] + [""]
@@ -109,6 +112,9 @@ def render_html(report: Report) -> str:
         f"Runs: {len(report.records)} ({esc(counts(report.records))}); studies: {len(report.studies)}.</p>",
         "<nav>" + " · ".join(nav) + "</nav>",
     ]
+    if report.skipped:
+        body.append(f'<p class="warning">Skipped {len(report.skipped)} unreadable run records:</p><ul>'
+                    + "".join(f"<li>{esc(line)}</li>" for line in report.skipped) + "</ul>")
     for index, study in enumerate(report.studies):
         body.append(f'<section id="study-{index}"><h2>Study: {esc(study.study.name)}</h2>')
         body.append("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in study_header(study)) + "</ul>")

@@ -90,6 +90,8 @@ class Seq2SeqTask(SequenceTask):
     logs ``train/teacher_forcing_prob`` (eps_i).
     """
 
+    logged_metrics = (*SequenceTask.logged_metrics, "tf_acc", "seq_acc", "teacher_forcing_prob")
+
     def __init__(
         self,
         model: nn.Module,

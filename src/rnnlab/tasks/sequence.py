@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import pytorch_lightning as pl
 import torch
 import torchmetrics
 from torch import nn
 
-from rnnlab.data.base import IGNORE_INDEX, TaskSpec, epoch_seed
+from rnnlab.data.base import IGNORE_INDEX, METRICS, TaskSpec, epoch_seed
 from rnnlab.errors import ConfigError, require_choice, require_positive
 from rnnlab.models.base import valid_step_mask
 from rnnlab.training.regularizers import Regularization
@@ -66,6 +66,16 @@ class TrainingLog:
         self.values.clear()
         self.weights.clear()
 
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch so far, for a resume point (``rnnlab.training.resume``); epoch-end maps are torch functions."""
+        return {"values": {name: torch.stack(values) for name, values in self.values.items()},
+                "weights": dict(self.weights), "at_epoch_end": {name: fn.__name__ for name, fn in self.at_epoch_end.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.values = defaultdict(list, {name: list(values) for name, values in state["values"].items()})
+        self.weights = defaultdict(list, {name: list(weights) for name, weights in state["weights"].items()})
+        self.at_epoch_end = {name: getattr(torch, fn) for name, fn in state["at_epoch_end"].items()}
+
 
 class StageDict(nn.ModuleDict):
     """One module per stage (``train``/``val``/``test``), read as ``d[stage]``.
@@ -110,6 +120,8 @@ class SequenceTask(pl.LightningModule):
     2014): the model's final state of one batch, detached (truncated BPTT), starts the next batch of the same stage;
     it is reset to None at the start of every train, validation and test epoch.
     """
+
+    logged_metrics: tuple[str, ...] = ("loss", *METRICS, "penalty")  # the <name>s of <stage>/<name> it may log
 
     def __init__(
         self,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from functools import partial
 from typing import Iterable
 
 import torch

@@ -164,9 +164,10 @@ class WeightDrop(Regularizer):
                 targets.append(tensor_name)
         if not targets:
             raise ConfigError(
-                f"regularizers.{name}.weights",
+                f"regularizer.{name}.weights",
                 f"no parameter of model {type(model).__name__} matches {self.patterns}; "
                 "list its recurrent matrices (names as in model.named_parameters())",
+                full=True,
             )
         for target in targets:
             owner_name, _, leaf = target.rpartition(".")
@@ -195,15 +196,17 @@ class _HookRegularizer(Regularizer, RecurrenceHook):
         self.model_name = type(model).__name__
         if not isinstance(model, RecurrentNetwork):
             raise ConfigError(
-                f"regularizers.{name}",
+                f"regularizer.{name}",
                 f"model {self.model_name} is not a rnnlab RecurrentNetwork, so {name} cannot reach inside its "
                 "recurrence; l1, l2 and weight_drop work with any model",
+                full=True,
             )
         if isinstance(model, FusedRecurrentNetwork) and model.implementation == "fused":
             raise ConfigError(
-                f"regularizers.{name}",
+                f"regularizer.{name}",
                 f"model {self.model_name} has implementation=fused, whose kernel cannot host {name}; "
                 "use implementation=auto or cell (the hand-written cell on the same weights)",
+                full=True,
             )
 
     def active(self, network):
@@ -428,9 +431,10 @@ class _HookChain(RecurrenceHook):
         if self.stepping and index not in self.stepped:
             names = ", ".join(hook.name for hook in self.stepping)
             raise ConfigError(
-                f"regularizers.{self.stepping[0].name}",
+                f"regularizer.{self.stepping[0].name}",
                 f"model {self.stepping[0].model_name} runs cell {index} without RecurrentCell.step, so {names} "
                 "cannot act at its steps",
+                full=True,
             )
         for hook in self.live:
             hook.cell_output(outputs, index, mask)
@@ -457,7 +461,7 @@ class Regularization:
             self.regularizers = {type(r).__name__.lower(): r for r in regularizers or ()}
         for name, regularizer in self.regularizers.items():
             if not isinstance(regularizer, Regularizer):
-                raise ConfigError(f"regularizers.{name}", f"is {regularizer!r}, not a rnnlab Regularizer")
+                raise ConfigError(f"regularizer.{name}", f"is {regularizer!r}, not a rnnlab Regularizer", full=True)
             regularizer.attach(model, name)
         hooks = [r for r in self.regularizers.values() if isinstance(r, _HookRegularizer)]
         if hooks:

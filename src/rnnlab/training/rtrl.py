@@ -71,7 +71,9 @@ def check_supported(model: nn.Module, rule: str) -> None:
     elif not model.rnn.bias or getattr(model.rnn, "proj_size", 0):
         problem = f"got {name} without biases or with a projection"
     if problem is not None:
-        raise ConfigError("training.rule", f"{rule} trains {SUPPORTED}; {problem}. Use bptt or tbptt for other models")
+        raise ConfigError(
+            "training.rule", f"{rule} trains {SUPPORTED}; {problem}. Use bptt or tbptt for other models", full=True
+        )
 
 
 class RecurrentSensitivity:

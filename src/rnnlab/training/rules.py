@@ -34,12 +34,13 @@ from typing import Callable, Mapping
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from rnnlab.data.base import IGNORE_INDEX
 from rnnlab.errors import ConfigError, require_choice
 from rnnlab.models.base import valid_step_mask
 from rnnlab.training.regularizers import L1, L2
-from rnnlab.training.rtrl import RecurrentSensitivity
+from rnnlab.training.rtrl import RecurrentSensitivity, check_supported
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +87,21 @@ class TrainingSettings:
 def make_rule(training: Mapping | DictConfig | None, task) -> "ManualRule | None":
     """The rule object for ``task`` (a SequenceTask), or None for ``bptt`` (automatic optimization).
 
-    ConfigError keys are relative to the task group (``training.rule``, ``pooling``), as the task's config holds them.
+    ConfigError keys are relative to the task group (``pooling``), except those of the ``training`` group, which the
+    task reads through an interpolation: they name the key the user types (``training.rule``, ``full=True``).
     """
     try:
         settings = TrainingSettings.from_config(training)
     except ConfigError as error:
-        raise error.with_prefix("training") from None
+        raise ConfigError(f"training.{error.key}", error.message, full=True) from None
     if settings.rule == "bptt":
         return None
-    return {"tbptt": TBPTT, "rtrl": RTRL, "bu": BlockUpdate, "gf": GreensFunction}[settings.rule](settings, task)
+    return RULE_CLASSES[settings.rule](settings, task)
+
+
+def rule_error(message: str) -> ConfigError:
+    """A refusal of the learning rule, named as the user types it."""
+    return ConfigError("training.rule", message, full=True)
 
 
 def window_loss(task, outputs: torch.Tensor, batch: dict, start: int) -> tuple[torch.Tensor, int] | None:
@@ -145,14 +152,19 @@ class ManualRule:
         self.settings = settings
         spec = task.spec
         if spec.kind == "ctc":
-            raise ConfigError("training.rule", f"{self.name} scores windows of steps; CTC needs whole sequences (bptt)")
+            raise rule_error(f"{self.name} scores windows of steps; CTC needs whole sequences (bptt)")
         if not spec.per_step and task.pooling != "last":
             raise ConfigError(
                 "pooling", f"{task.pooling} needs all steps before the loss; training.rule={self.name} needs last"
             )
-        if getattr(task.model, "batch_keys", ()):
-            model = type(task.model).__name__
-            raise ConfigError("training.rule", f"{self.name} runs plain sequences; {model} reads extra batch keys")
+        self.check(task.model, task.regularization.regularizers)
+
+    @classmethod
+    def check(cls, model: nn.Module, regularizers: Mapping) -> None:
+        """Refuse (``training.rule``) a model or regularizers the rule cannot train: what is known before any data is
+        read, so ``rnnlab-train`` checks it at start (``rnnlab.config_check``) on a model built for dummy sizes."""
+        if getattr(model, "batch_keys", ()):
+            raise rule_error(f"{cls.name} runs plain sequences; {type(model).__name__} reads extra batch keys")
 
     # ----- the rule: subclasses --------------------------------------------------------------------------------
     def run(self, task, batch: dict, update: Update) -> torch.Tensor | None:
@@ -230,10 +242,15 @@ class TBPTT(ManualRule):
 
     def __init__(self, settings, task):
         super().__init__(settings, task)
-        if getattr(task.model, "num_directions", 1) > 1 or getattr(task.model, "bidirectional", False):
-            raise ConfigError("training.rule", "tbptt runs forward in time; a bidirectional model reads the future")
         self.k1 = settings.k1
         self.k2 = settings.k2 or settings.k1
+
+    @classmethod
+    def check(cls, model, regularizers):
+        super().check(model, regularizers)
+        if getattr(model, "num_directions", 1) > 1 or getattr(model, "bidirectional", False):
+            raise rule_error(f"tbptt runs forward in time; a bidirectional model ({type(model).__name__}) reads the "
+                             "future")
 
     def forward(self, task, batch: dict, start: int, stop: int, state):
         """The model on steps [start, stop) from ``state``: outputs [B, stop - start, C] and the state at ``stop``."""
@@ -277,15 +294,20 @@ class _SensitivityRule(ManualRule):
     def __init__(self, settings, task):
         super().__init__(settings, task)
         if task.embedding is not None:
-            raise ConfigError("training.rule", f"{self.name} cannot train embeddings of token inputs (use bptt, tbptt)")
-        inside = [name for name, r in task.regularization.regularizers.items() if not isinstance(r, (L1, L2))]
-        if inside:
-            raise ConfigError(
-                "training.rule", f"{self.name} runs its own recurrence, which regularizer {', '.join(inside)} "
-                "cannot reach; use l1, l2 or training.rule=bptt, tbptt"
-            )
+            raise rule_error(f"{self.name} cannot train embeddings of token inputs (use bptt, tbptt)")
         self.sensitivity = RecurrentSensitivity(task.model, self.name)
         self.carried_sensitivity: torch.Tensor | None = None
+
+    @classmethod
+    def check(cls, model, regularizers):
+        super().check(model, regularizers)
+        inside = [name for name, r in regularizers.items() if not isinstance(r, (L1, L2))]
+        if inside:
+            raise rule_error(
+                f"{cls.name} runs its own recurrence, which regularizer {', '.join(inside)} cannot reach; use l1, l2 "
+                "or training.rule=bptt, tbptt"
+            )
+        check_supported(model, cls.name)
 
     def start(self, task, inputs: torch.Tensor):
         """Initial (state, sensitivity [B, S, P]): zeros, or what the previous batch of a stateful stream left."""
@@ -395,11 +417,12 @@ class GreensFunction(RTRL):
 
     name = "gf"
 
-    def __init__(self, settings, task):
-        super().__init__(settings, task)
-        if getattr(task.model, "activation", None) == "relu":
-            raise ConfigError("training.rule", "gf inverts ds_t/ds_{t-1}, which relu units at zero make singular; "
-                              "use rtrl or bu for activation=relu")
+    @classmethod
+    def check(cls, model, regularizers):
+        super().check(model, regularizers)
+        if getattr(model, "activation", None) == "relu":
+            raise rule_error("gf inverts ds_t/ds_{t-1}, which relu units at zero make singular; use rtrl or bu for "
+                             "activation=relu")
 
     def begin(self, sensitivity):
         batch, size = sensitivity.shape[:2]
@@ -461,3 +484,6 @@ class BlockUpdate(_SensitivityRule):
             collected.append(outputs.detach())
         self.finish(task, state, sensitivity)
         return torch.cat(collected, dim=1)
+
+
+RULE_CLASSES: dict[str, type[ManualRule]] = {"tbptt": TBPTT, "rtrl": RTRL, "bu": BlockUpdate, "gf": GreensFunction}
