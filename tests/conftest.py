@@ -91,7 +91,7 @@ def smoke_sweep(tmp_path_factory):
 
 @pytest.fixture
 def shared_data() -> Path:
-    """``../shared/data``; missing data fails (not skips) under CI=true (GUIDE.md section 5)."""
+    """``../shared/data``; missing data fails (not skips) under CI=true (CONTRIBUTING.md, 'Conventions')."""
     if not SHARED_DATA.is_dir():
         if os.environ.get("CI") == "true":
             pytest.fail(f"{SHARED_DATA} is missing; CI needs ../shared/data beside the checkout")

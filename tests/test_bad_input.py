@@ -1,6 +1,6 @@
 """Every bad input is refused at start (exit code 2), before any data is read, with one line naming the key the user
-typed and what is allowed (GUIDE.md section 5). The table runs through ``rnnlab.train.cli`` in this process (a run
-that got past the check would be a failure here: ``main`` is replaced); two cases run the real console script."""
+typed and what is allowed (CONTRIBUTING.md, 'Conventions'). The table runs through ``rnnlab.train.cli`` in this process
+(a run that got past the check would be a failure here: ``main`` is replaced); two cases run the real console script."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import sys
 
 import pytest
 import torch
-from conftest import run_cli
 from omegaconf import OmegaConf
 
 import rnnlab.train
+from conftest import run_cli
 from rnnlab.config_check import (
     CONF_DIR,
     check_command_line,

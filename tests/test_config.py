@@ -13,7 +13,9 @@ ALL_OPTIONS = [(group, option) for group in GROUPS for option in group_options(g
 
 
 def test_groups_of_the_guide_exist():
-    required = {"model", "data", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment", "debug", "paths"}
+    required = {
+        "model", "data", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment", "debug", "paths"
+    }
     assert required <= set(GROUPS)
 
 

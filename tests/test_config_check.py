@@ -29,7 +29,9 @@ def test_bad_overrides_name_the_key_and_what_is_allowed(argv, named, allowed):
     assert message.startswith(named + ":") and allowed in message and "\n" not in message
 
 
-@pytest.mark.parametrize("argv", [["model=gru", "model.hidden_size=8", "optimizer.lr=1"], ["-m", "model=elman,gru", "seed=0,1"]])
+@pytest.mark.parametrize(
+    "argv", [["model=gru", "model.hidden_size=8", "optimizer.lr=1"], ["-m", "model=elman,gru", "seed=0,1"]]
+)
 def test_good_command_lines_pass(argv):
     check_command_line(argv)
 

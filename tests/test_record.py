@@ -1,4 +1,5 @@
-"""The run record's schema (GUIDE.md section 3): write_record refuses a bad record, read_record names a bad file."""
+"""The run record's schema (CONTRIBUTING.md, 'The run record'): write_record refuses a bad record, read_record names
+a bad file."""
 
 from __future__ import annotations
 

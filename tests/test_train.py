@@ -19,13 +19,15 @@ def test_record_has_every_key_of_the_guide(tmp_path):
     for key in ("status", "error", "model", "data", "optimizer", "seed", "params", "steps", "epochs", "metrics",
                 "timing", "peak_memory_mb", "env", "config"):
         assert key in record, key
-    assert record["error"] is None and (record["model"], record["data"], record["optimizer"]) == ("lstm", "adding", "adam")
+    assert record["error"] is None
+    assert (record["model"], record["data"], record["optimizer"]) == ("lstm", "adding", "adam")
     assert record["steps"] == 4 and record["epochs"] == 1  # 256 / 64 batches, debug=fast caps at 5
     assert {"val/loss", "test/loss", "test/mse"} <= set(record["metrics"])
     assert record["params"] == 4 * 64 * (2 + 64) + 8 * 64 + 64 + 1
     timing = record["timing"]
     assert set(timing) == {"train_s", "step_ms", "cpu_ms_per_step", "threads", "tokens_per_s", "tokens_per_step",
-                           "flops_per_step", "flops_per_token"} and timing["step_ms"] > 0 and timing["cpu_ms_per_step"] > 0
+                           "flops_per_step", "flops_per_token"}
+    assert timing["step_ms"] > 0 and timing["cpu_ms_per_step"] > 0
     # one measured step of batch 64 x 50 steps: the fused LSTM 2 -> 64 forward, backward twice it, and the readout
     tokens = 64 * 50
     assert timing["flops_per_step"] == 3 * 2 * tokens * (4 * 64 * (2 + 64) + 64)
@@ -51,7 +53,9 @@ def test_model_seed_and_data_seed_are_separate(tmp_path):
 
 
 def test_non_finite_loss_ends_the_run_as_diverged(tmp_path):
-    record = train_in_process(tmp_path, *FAST, "model=elman", "model.activation=relu", "optimizer=sgd", "optimizer.lr=1e30")
+    record = train_in_process(
+        tmp_path, *FAST, "model=elman", "model.activation=relu", "optimizer=sgd", "optimizer.lr=1e30"
+    )
     assert record["status"] == "diverged" and "non-finite" in record["error"]
     assert read_record(tmp_path)["status"] == "diverged"
 
@@ -101,7 +105,8 @@ def test_wandb_logger_writes_an_offline_run_with_nested_config(tmp_path, monkeyp
 def test_tensorboard_and_csv_together(tmp_path):
     record = train_in_process(tmp_path, *FAST, "logger=[csv,tensorboard]")
     assert record["status"] == "completed"
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*")) and (tmp_path / "csv" / "metrics.csv").is_file()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "csv" / "metrics.csv").is_file()
 
 
 def test_joblib_sweep_survives_a_failed_job(tmp_path):
@@ -109,7 +114,8 @@ def test_joblib_sweep_survives_a_failed_job(tmp_path):
                      "model.hidden_size=16,-1", f"hydra.sweep.dir={tmp_path}/sweep")
     assert result.returncode == 1, result.stderr[-3000:]  # every job ran; the sweep says one failed
     assert result.stderr.splitlines()[-1].startswith(f"rnnlab-train: failed: {tmp_path}/sweep/1: model.hidden_size")
-    records = {read_record(tmp_path / "sweep" / str(i))["config"]["model"]["hidden_size"]: read_record(tmp_path / "sweep" / str(i)) for i in (0, 1)}
+    sweep_records = [read_record(tmp_path / "sweep" / str(i)) for i in (0, 1)]
+    records = {record["config"]["model"]["hidden_size"]: record for record in sweep_records}
     assert records[16]["status"] == "completed"
     assert records[-1]["status"] == "failed" and "model.hidden_size" in records[-1]["error"]
 
@@ -119,7 +125,8 @@ def test_basic_sweep_runs_every_model_and_seed(tmp_path):
                      f"hydra.sweep.dir={tmp_path}/sweep")
     assert result.returncode == 0, result.stderr[-3000:]
     records = [read_record(p.parent) for p in Path(tmp_path / "sweep").glob("*/summary.json")]
-    assert sorted((r["model"], r["seed"]) for r in records) == sorted((m, s) for m in ("elman", "lstm", "gru") for s in (0, 1))
+    expected = sorted((m, s) for m in ("elman", "lstm", "gru") for s in (0, 1))
+    assert sorted((r["model"], r["seed"]) for r in records) == expected
     assert all(r["status"] == "completed" for r in records)
 
 

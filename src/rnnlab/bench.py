@@ -1,7 +1,7 @@
 """``rnnlab-bench``: forward+backward speed, parameters and model peak memory of every model, against ``nn.LSTM``.
 
-Every ``conf/model/*.yaml`` is a row (the Hydra config group is the registry, GUIDE.md section 1), built exactly as
-``rnnlab-train`` builds it: the model config composed from the primary config with ``model=<name>`` and
+Every ``conf/model/*.yaml`` is a row (the Hydra config group is the registry, CONTRIBUTING.md, 'Conventions'), built
+exactly as ``rnnlab-train`` builds it: the model config composed from the primary config with ``model=<name>`` and
 ``model.hidden_size=H``, then :func:`rnnlab.train.build_model`. With ``--param-budget N`` the composed config gets
 ``model.param_budget=N`` instead, so ``build_model`` picks each model's hidden size for N trainable parameters (within
 5%); a model without a ``hidden_size`` key, or whose budget cannot be met, is a ``skipped`` row saying so. A model
@@ -26,8 +26,9 @@ repeating at the same share of the cap but is never cut off (every ratio needs i
 Model peak memory: the most memory torch's allocator held during one forward+backward of the model alone (a step of
 its own after the timed ones, no reference step in it), above what it held before the step: parameters and the
 input are not counted; activations, gradients and workspaces are. CUDA: ``torch.cuda.max_memory_allocated``. CPU:
-the allocation and free events torch's CPU allocator reports to ``torch.profiler`` (``rnnlab.measure``). It is the allocator's figure, not the process's resident set: memory that bypasses torch's allocator
-(the Python heap, a library's private buffers, the profiler's own records) is not seen.
+the allocation and free events torch's CPU allocator reports to ``torch.profiler`` (``rnnlab.measure``). It is the
+allocator's figure, not the process's resident set: memory that bypasses torch's allocator (the Python heap, a
+library's private buffers, the profiler's own records) is not seen.
 
 A model class that cannot read a [batch, time, features] tensor declares it with a class attribute
 ``input_layout`` naming what it reads (e.g. ``"[batch, time, channels, height, width]"``) and a classmethod

@@ -1,4 +1,5 @@
-"""Check a command line before Hydra runs it, so bad input fails at start with one line (GUIDE.md section 5).
+"""Check a command line before Hydra runs it, so bad input fails at start with one line (CONTRIBUTING.md,
+'Conventions').
 
 Every job of a sweep is composed up front: an unknown config name, an unknown key, or a value whose type differs
 from the key's default raises :class:`ConfigError` naming the key and what is allowed. Then :func:`check_values`
@@ -45,7 +46,7 @@ PRIMARY_CONFIG = "train"
 
 
 def group_options(group: str) -> list[str]:
-    """The config names of a group: the Hydra config group is the registry (GUIDE.md section 1)."""
+    """The config names of a group: the Hydra config group is the registry (CONTRIBUTING.md, 'Conventions')."""
     return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
 
 
@@ -106,7 +107,9 @@ def check_key_exists(config: DictConfig, key: str) -> None:
     parent_key, _, leaf = key.rpartition(".")
     parent = OmegaConf.select(config, parent_key) if parent_key else config
     if isinstance(parent, DictConfig) and leaf not in parent:
-        allowed = ", ".join(f"{parent_key}.{k}" if parent_key else str(k) for k in parent.keys() if not str(k).startswith("_"))
+        allowed = ", ".join(
+            f"{parent_key}.{k}" if parent_key else str(k) for k in parent.keys() if not str(k).startswith("_")
+        )
         raise ConfigError(key, f"unknown key; allowed: {allowed} (add a new key with +{key}=...)")
 
 

@@ -21,7 +21,9 @@ def wandb_logged_in() -> bool:
         return False
 
 
-def make_wandb_logger(offline: bool | None = None, save_dir: str = ".", name: str | None = None, **kwargs) -> WandbLogger:
+def make_wandb_logger(
+    offline: bool | None = None, save_dir: str = ".", name: str | None = None, **kwargs
+) -> WandbLogger:
     """A WandbLogger that runs offline unless the user is logged in (``offline=null``) or says otherwise.
 
     ``WANDB_MODE`` in the environment wins over both. Offline runs sync later with ``wandb sync <save_dir>/wandb``.

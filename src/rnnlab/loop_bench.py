@@ -209,7 +209,9 @@ def time_both_loops(
     module.load_state_dict(initial)
     bare_module.load_state_dict(initial)
     bare_clock = PhaseClock(clock)
-    timer = LoopTimer(PhaseClock(clock), BareLoop(bare_module, datamodule.train_dataloader(), bare_clock), warmup, steps)
+    timer = LoopTimer(
+        PhaseClock(clock), BareLoop(bare_module, datamodule.train_dataloader(), bare_clock), warmup, steps
+    )
     trainer.callbacks.append(timer)
     trainer.fit(module, datamodule=datamodule)
     if not timer.done:

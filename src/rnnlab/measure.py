@@ -9,7 +9,8 @@ FLOPs of the step, counted by torch (not the process's resident set, not wall ti
   and convolutions, forward and backward, 2 per multiply-add; elementwise work is not counted). torch has no
   formula for the fused RNN kernels (oneDNN's ``mkldnn_rnn_layer`` runs ``nn.LSTM`` on the CPU, cuDNN's
   ``_cudnn_rnn`` every fused family on CUDA); this module registers theirs, the same count the hand-written cells
-  give (2 FLOPs per weight of each input and recurrent matrix per token, twice that for the backward), and the in-place products ``addmm_`` and ``baddbmm_``.
+  give (2 FLOPs per weight of each input and recurrent matrix per token, twice that for the backward), and the
+  in-place products ``addmm_`` and ``baddbmm_``.
 
 Both start and stop in separate calls, so a Lightning callback can open them at a batch's start and close them at
 its end (:class:`rnnlab.record.RunStats`), and ``rnnlab-bench`` can wrap one step.
@@ -49,7 +50,9 @@ class AllocatorPeak:
         os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # no "gpuGetDeviceCount failed" on machines without a GPU
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self._profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
+            self._profiler = torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+            )
             self._profiler.__enter__()
 
     def stop(self) -> int:

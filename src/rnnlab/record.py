@@ -1,4 +1,5 @@
-"""The run record, ``summary.json`` (GUIDE.md section 3): what every run leaves behind, whatever its fate."""
+"""The run record, ``summary.json`` (CONTRIBUTING.md, 'The run record'): what every run leaves behind, whatever its
+fate."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 RECORD_NAME = "summary.json"
 STATUSES = ("completed", "diverged", "failed")
 Number = int | float
-# The keys every record holds and their types (GUIDE.md section 3); a record may hold more keys, never fewer.
+# The keys every record holds and their types (CONTRIBUTING.md, 'The run record'); a record may hold more, never fewer.
 # ``status`` is one of STATUSES and ``metrics`` maps names to numbers (checked in check_record); bool is no int.
 SCHEMA: dict[str, Any] = {
     "status": str,
@@ -99,7 +100,11 @@ def environment() -> dict[str, Any]:
         "torch": torch.__version__,
         "lightning": pl.__version__,
         "hydra": hydra.__version__,
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})",
+        "device": (
+            torch.cuda.get_device_name()
+            if torch.cuda.is_available()
+            else f"cpu ({platform.processor() or platform.machine()})"
+        ),
         "host": platform.node(),
     }
 

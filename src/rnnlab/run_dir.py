@@ -41,7 +41,9 @@ def locked(run_dir: Path, key: str) -> Iterator[None]:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise ConfigError(key, f"{run_dir} is in use by {holder}; wait for it to end or choose another directory") from None
+        raise ConfigError(
+            key, f"{run_dir} is in use by {holder}; wait for it to end or choose another directory"
+        ) from None
     try:
         handle.seek(0)
         handle.truncate()
@@ -59,7 +61,9 @@ def claim(run_dir: Path, config: dict[str, Any], overrides: list[str], resume: b
     ``resume=true`` raises ConfigError naming the first difference."""
     occupied = (run_dir / CONFIG_NAME).exists() or (run_dir / RECORD_NAME).exists()
     if occupied and not resume:
-        fresh = next(run_dir / f"{RESTART_PREFIX}{n}" for n in range(1, 10**6) if not (run_dir / f"{RESTART_PREFIX}{n}").exists())
+        fresh = next(
+            run_dir / f"{RESTART_PREFIX}{n}" for n in range(1, 10**6) if not (run_dir / f"{RESTART_PREFIX}{n}").exists()
+        )
         log.info("%s holds an earlier run (resume=false): starting over in %s", run_dir, fresh)
         run_dir = fresh
     elif occupied:

@@ -1,12 +1,14 @@
 """``rnnlab-sweep STUDY --scale smoke|laptop|full``: run one study of ``sweeps/`` and build its report.
 
-A study file (``sweeps/<study>.yaml``) fixes what every arm shares and names what is swept (GUIDE.md section 4):
+A study file (``sweeps/<study>.yaml``) fixes what every arm shares and names what is swept (CONTRIBUTING.md,
+'Identical conditions' and 'Add a study'):
 
     description: one line
     baseline: model=lstm              # the arm the report tests the others against (optional)
     groups:                           # one Hydra multirun each; a group's runs form one table of the report
       <group>:
         decides: what decides its claims     # the criterion, lengths, seeds and why the budget suffices (text)
+        baseline: model.variant=vanilla      # optional: the group's own baseline (else the file's)
         fixed: [data=adding, optimizer=adam, ...]      # overrides every arm of the group shares
         swept: {model: [elman, lstm], seed: [0, 1, 2]}  # the factors under study (and the seeds)
         arms: {stacked: [model=lstm, model.num_layers=2], ...}  # optional: arms that differ in several overrides,

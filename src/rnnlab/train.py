@@ -1,4 +1,5 @@
-"""``rnnlab-train``: the Hydra app. It only instantiates and wires (GUIDE.md section 1) and writes the run record."""
+"""``rnnlab-train``: the Hydra app. It only instantiates and wires (CONTRIBUTING.md, 'One path for every run') and
+writes the run record."""
 
 from __future__ import annotations
 

@@ -29,12 +29,11 @@ from rnnlab.models.gated import LSTM
 from rnnlab.models.initialization import initialize
 from rnnlab.tasks.sequence import SequenceTask
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # every test here: see conftest.one_thread
 
 
 class LinearRNN(nn.Module):
-    """h_t = W h_{t-1} + U x_t, outputs y_t = h_t; the model interface of GUIDE.md section 2."""
+    """h_t = W h_{t-1} + U x_t, outputs y_t = h_t; the model interface (CONTRIBUTING.md, 'The model interface')."""
 
     def __init__(self, weight: torch.Tensor, input_weight: torch.Tensor):
         super().__init__()
@@ -308,7 +307,8 @@ def test_end_to_end_records_ratios_plots_and_tensorboard_images(tmp_path):
 
 
 def test_the_callback_leaves_training_unchanged(tmp_path):
-    """Identical conditions (GUIDE.md section 4): probing touches no gradient and no random state."""
+    """Identical conditions (CONTRIBUTING.md, 'Identical conditions'): probing touches no gradient and no random
+    state."""
     common = ("model=lstm", "model.hidden_size=8", "debug=fast", "data.seq_len=20", *SMALL_DATA, "model.dropout=0.2",
               "model.num_layers=2")
     plain = train_in_process(tmp_path / "plain", *common)

@@ -12,6 +12,7 @@ import pytest
 import soundfile
 import torch
 
+from conftest import train_in_process
 from rnnlab.data import audio
 from rnnlab.data.audio import (
     AudioFeatures,
@@ -23,7 +24,6 @@ from rnnlab.data.audio import (
     marginal_nll,
 )
 from rnnlab.errors import ConfigError
-from conftest import train_in_process
 
 
 def setup(module):

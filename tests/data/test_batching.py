@@ -1,5 +1,5 @@
-"""Batches without waste (GUIDE.md section 6): in-memory splits batched by index equal item-by-item collation, and
-length-bucketed training order is a seeded function of (data seed, epoch) that cuts padding."""
+"""Batches without waste (CONTRIBUTING.md, 'Speed rules'): in-memory splits batched by index equal item-by-item
+collation, and length-bucketed training order is a seeded function of (data seed, epoch) that cuts padding."""
 
 from __future__ import annotations
 

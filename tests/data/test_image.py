@@ -113,7 +113,8 @@ def test_download_refuses_a_file_with_the_wrong_checksum(tmp_path):
 
 def test_bad_options_name_their_key(shared_data):
     root = str(shared_data / "mnist_t10k")
-    for kwargs, key in [({"layout": "column"}, "layout"), ({"source": "train"}, "source"), ({"train_size": 0}, "train_size")]:
+    bad = [({"layout": "column"}, "layout"), ({"source": "train"}, "source"), ({"train_size": 0}, "train_size")]
+    for kwargs, key in bad:
         with pytest.raises(ConfigError) as error:
             PixelMNISTDataModule(root=root, **kwargs)
         assert error.value.key == key

@@ -86,7 +86,8 @@ def test_unflattened_frames_and_seeded_generation():
     batch = next(iter(module.train_dataloader()))
     assert batch["inputs"].shape == (8, 20, 1, 16, 16) and batch["targets"].shape == (8, 20, 256)
     assert batch["target_mask"].shape == (8, 20) and module.input_size == 1 and module.output_size == 256
-    again, other = MovingDigitsDataModule(flatten=False, **SMALL), MovingDigitsDataModule(flatten=False, seed=1, **SMALL)
+    again = MovingDigitsDataModule(flatten=False, **SMALL)
+    other = MovingDigitsDataModule(flatten=False, seed=1, **SMALL)
     again.setup(), other.setup()
     assert torch.equal(again.splits["train"].frames(0), module.splits["train"].frames(0))
     assert not torch.equal(other.splits["train"].frames(0), module.splits["train"].frames(0))
@@ -191,7 +192,13 @@ def test_video_folder_rgb_unflattened(tmp_path):
         VideoFolderDataModule(root=str(root)).setup()
     assert error.value.key == "val_fraction"
     module = VideoFolderDataModule(
-        root=str(root), frame_size=[6, 10], color="rgb", flatten=False, max_frames=4, val_fraction=0.2, test_fraction=0.2
+        root=str(root),
+        frame_size=[6, 10],
+        color="rgb",
+        flatten=False,
+        max_frames=4,
+        val_fraction=0.2,
+        test_fraction=0.2,
     )
     module.setup()
     inputs, label = module.splits["train"][0]

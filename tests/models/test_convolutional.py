@@ -36,7 +36,8 @@ def conv(x, layer):
 
 
 def lrn_by_hand(f, size, alpha=0.001, beta=0.75):
-    """Liang & Hu 2015 eq. 4, one channel at a time: f_k / (1 + alpha/N sum_{max(0,k-N/2)}^{min(K-1,k+N/2)} f^2)^beta."""
+    """Liang & Hu 2015 eq. 4, one channel at a time:
+    f_k / (1 + alpha/N sum_{max(0,k-N/2)}^{min(K-1,k+N/2)} f^2)^beta."""
     channels = f.shape[1]
     out = torch.empty_like(f)
     for k in range(channels):

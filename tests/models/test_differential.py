@@ -17,7 +17,10 @@ def hand_run(model: DRNN, x):
     """The dRNN from a zero start, keeping the history of cell states s and forming the DoS in closed form:
     d1 s_t = s_t - s_{t-1} (eq. 45), d2 s_t = s_t - 2 s_{t-1} + s_{t-2} (eq. 46), with s_{<0} = 0."""
     cell, order = model.cells[0], model.order
-    rows = lambda w, k: w[k * H : (k + 1) * H]
+
+    def rows(w, k):
+        return w[k * H : (k + 1) * H]
+
     w_x, b, w_h = cell.input.weight, cell.input.bias, cell.recurrent.weight
     w_dif, w_do = cell.dos_input_forget.weight, cell.dos_output.weight  # [2H, R*H], [H, R*H]
     zeros = torch.zeros(x.shape[0], H)
@@ -28,7 +31,9 @@ def hand_run(model: DRNN, x):
         return torch.cat([s_now - s_1, s_now - 2 * s_1 + s_2][:order], dim=-1)
 
     for t in range(x.shape[1]):
-        pre = lambda k: x[:, t] @ rows(w_x, k).T + rows(b, k) + h @ rows(w_h, k).T
+        def pre(k):
+            return x[:, t] @ rows(w_x, k).T + rows(b, k) + h @ rows(w_h, k).T
+
         dos_prev = dos(*s_hist)
         i = torch.sigmoid(pre(0) + dos_prev @ rows(w_dif, 0).T)  # eq. 42
         f = torch.sigmoid(pre(1) + dos_prev @ rows(w_dif, 1).T)  # eq. 43

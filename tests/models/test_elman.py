@@ -1,4 +1,5 @@
-"""The IRNN (Le et al. 2015: ReLU Elman, identity init) and the Jordan network: steps by hand, the interface, learning."""
+"""The IRNN (Le et al. 2015: ReLU Elman, identity init) and the Jordan network: steps by hand, the interface,
+learning."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ import torch
 
 from conftest import train_in_process
 from rnnlab.errors import ConfigError
-from rnnlab.models.gated import DROPPED_GATES, GRU, LSTM, LSTM_VARIANTS
 from rnnlab.models.budget import hidden_size_for_budget
+from rnnlab.models.gated import DROPPED_GATES, GRU, LSTM, LSTM_VARIANTS
 from rnnlab.models.initialization import initialize
 from zoo_checks import LENGTHS, check_interface
 
@@ -101,14 +101,14 @@ def test_peephole_lstm_two_steps_by_hand():
     torch.testing.assert_close(outputs, model.readout(hs), rtol=0, atol=1e-5)
     torch.testing.assert_close((h_n[0], c_n[0]), (h, c), rtol=0, atol=1e-5)
     loaded = LSTM(IN, 2, hidden_size=H).load_state_dict(model.state_dict(), strict=False)
-    assert not loaded.missing_keys and set(loaded.unexpected_keys) == {"cells.0.peephole_i", "cells.0.peephole_f", "cells.0.peephole_o"}
+    assert not loaded.missing_keys
+    assert set(loaded.unexpected_keys) == {"cells.0.peephole_i", "cells.0.peephole_f", "cells.0.peephole_o"}
 
 
 def greff_cases():
     for variant in LSTM_VARIANTS:
         for peepholes in (False, True):
-            if not (variant == "np" and peepholes):
-                yield variant, peepholes
+            yield variant, peepholes
 
 
 @pytest.mark.parametrize("variant,peepholes", list(greff_cases()))
@@ -122,7 +122,8 @@ def test_greff_variant_differs_from_lstm_only_in_its_change(variant, peepholes):
     x, state = torch.randn(5, 2, IN), random_state(5, fgr=variant == "fgr")
     outputs, final = model(x, state=state)
     change = "vanilla" if variant == "np" else variant
-    hs, h, c, a = two_hand_steps(reference if variant != "fgr" else model, x, state, change, peepholes)
+    hs, h, c, a = two_hand_steps(reference if variant != "fgr" else model, x, state, change,
+                                 peepholes and variant != "np")
     torch.testing.assert_close(outputs, model.readout(hs), rtol=0, atol=1e-5)
     torch.testing.assert_close((final[0][0], final[1][0]), (h, c), rtol=0, atol=1e-5)
     if variant == "fgr":
@@ -145,13 +146,16 @@ def kept_rows(reference: LSTM, variant: LSTM) -> dict:
 def test_parameter_counts_follow_greff(variant):
     """Greff et al. 2017: a removed gate takes its H(I + H + 1) weights with it (nn.LSTM has two biases per gate);
     FGR adds the [3H, 3H] gate recurrence; peepholes add H per remaining sigmoid gate."""
-    count = lambda model: sum(p.numel() for p in model.rnn.parameters()) + sum(
-        p.numel() for p in model.cells.parameters())
+    def count(model):
+        return sum(p.numel() for p in model.rnn.parameters()) + sum(p.numel() for p in model.cells.parameters())
+
     peepholes = variant != "np"
     model = LSTM(IN, 1, hidden_size=H, variant=variant, peepholes=peepholes)
     gates = 3 if variant in DROPPED_GATES else 4
     sigmoid_gates = 3 - (variant in ("nig", "nfg", "nog", "cifg"))
-    expected = gates * H * (IN + H + 2) + (9 * H * H if variant == "fgr" else 0) + (sigmoid_gates * H if peepholes else 0)
+    expected = (
+        gates * H * (IN + H + 2) + (9 * H * H if variant == "fgr" else 0) + (sigmoid_gates * H if peepholes else 0)
+    )
     assert count(model) == expected
 
 
@@ -173,7 +177,9 @@ def test_forget_bias_finds_the_forget_gate_of_a_variant_without_input_gate():
 
 
 def test_variant_removes_the_parameters_it_does_not_use():
-    names = lambda **kw: {n.split(".", 2)[-1] for n, _ in LSTM(IN, 1, hidden_size=H, **kw).named_parameters()}
+    def names(**kw):
+        return {n.split(".", 2)[-1] for n, _ in LSTM(IN, 1, hidden_size=H, **kw).named_parameters()}
+
     assert {"peephole_i", "peephole_f", "peephole_o"} <= names(peepholes=True)
     assert "peephole_i" not in names(peepholes=True, variant="nig")
     assert "peephole_f" not in names(peepholes=True, variant="nfg")
@@ -198,7 +204,6 @@ def test_no_forget_gate_is_the_1997_lstm():
     "kwargs,key",
     [
         (dict(variant="lstm2"), "variant"),
-        (dict(variant="np", peepholes=True), "peepholes"),
         (dict(variant="cifg", forget_gate=False), "forget_gate"),
         (dict(peepholes=True, implementation="fused"), "implementation"),
         (dict(variant="fgr", implementation="fused"), "implementation"),
@@ -249,7 +254,10 @@ def test_gru_one_step_by_hand():
     model = GRU(IN, 2, hidden_size=H, implementation="cell")
     x, h0 = torch.randn(5, 1, IN), torch.randn(1, 5, H)
     w_ih, w_hh, b_ih, b_hh = (getattr(model.rnn, n + "_l0") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-    rows = lambda w, k: w[k * H : (k + 1) * H]
+
+    def rows(w, k):
+        return w[k * H : (k + 1) * H]
+
     xt, h = x[:, 0], h0[0]
     r = sigmoid(xt @ rows(w_ih, 0).T + rows(b_ih, 0) + h @ rows(w_hh, 0).T + rows(b_hh, 0))
     z = sigmoid(xt @ rows(w_ih, 1).T + rows(b_ih, 1) + h @ rows(w_hh, 1).T + rows(b_hh, 1))

@@ -22,9 +22,9 @@ def test_two_steps_by_hand_with_depth_three():
     W_H, W_T = cell.input.weight[:H], cell.input.weight[H:]
     s, expected = s0[0], []
     for t in range(2):
-        for l, layer in enumerate(cell.highway):
+        for index, layer in enumerate(cell.highway):
             R_H, R_T, b_H, b_T = layer.weight[:H], layer.weight[H:], layer.bias[:H], layer.bias[H:]
-            first = l == 0  # the input enters only the first highway layer
+            first = index == 0  # the input enters only the first highway layer
             h = torch.tanh((x[:, t] @ W_H.T if first else 0) + s @ R_H.T + b_H)
             transform = torch.sigmoid((x[:, t] @ W_T.T if first else 0) + s @ R_T.T + b_T)
             s = h * transform + s * (1 - transform)  # coupled carry gate c = 1 - t

@@ -1,4 +1,5 @@
-"""The model interface of GUIDE.md section 2, checked for every conf/model/*.yaml (new families are picked up).
+"""The model interface (CONTRIBUTING.md, 'The model interface'), checked for every conf/model/*.yaml (new families
+are picked up).
 
 Models that read [batch, time, features] get every check. A model that reads another layout (images, video,
 trees, stories) declares ``input_layout`` and ``example_inputs``: it gets the shape and gradient check on its own

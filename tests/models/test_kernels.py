@@ -9,7 +9,7 @@ from rnnlab.models.base import RecurrentCell, _SequenceKernelCell
 from rnnlab.models.gated import GRU, LSTM
 from rnnlab.models.kernels import GRUSequence, LSTMSequence
 
-B, T, I, H = 3, 5, 4, 3
+B, T, IN, H = 3, 5, 4, 3
 
 
 def double(*shape):
@@ -28,7 +28,7 @@ def test_gru_backward_matches_finite_differences():
 
 def test_lstm_kernel_states_follow_cell_step():
     torch.manual_seed(0)
-    model = LSTM(I, 2, hidden_size=H, implementation="cell")
+    model = LSTM(IN, 2, hidden_size=H, implementation="cell")
     weight_hh, bias_hh = model.rnn.weight_hh_l0, model.rnn.bias_hh_l0
     projected = torch.randn(T, B, 4 * H)  # time-major
     state = (torch.randn(B, H), torch.randn(B, H))
@@ -62,9 +62,9 @@ def run_both(model, x, lengths, state, monkeypatch, state_in_loss=True):
 @pytest.mark.parametrize("state_in_loss", [False, True], ids=["outputs_loss", "state_loss"])
 def test_kernel_equals_step_loop_with_lengths_bidirectional_two_layers(cls, carried, state_in_loss, monkeypatch):
     torch.manual_seed(0)
-    model = cls(I, 2, hidden_size=H, num_layers=2, bidirectional=True, implementation="cell")
+    model = cls(IN, 2, hidden_size=H, num_layers=2, bidirectional=True, implementation="cell")
     assert all(isinstance(cell, _SequenceKernelCell) for cell in model.direction_cells())
-    x = torch.randn(B + 1, T, I)
+    x = torch.randn(B + 1, T, IN)
     lengths = torch.tensor([T, 2, 0, 4])  # a zero length keeps the initial state
     state = None
     if carried:
@@ -77,5 +77,5 @@ def test_kernel_equals_step_loop_with_lengths_bidirectional_two_layers(cls, carr
 
 
 def test_variant_cells_keep_the_step_loop():
-    model = LSTM(I, 2, hidden_size=H, peepholes=True)
+    model = LSTM(IN, 2, hidden_size=H, peepholes=True)
     assert not any(isinstance(cell, _SequenceKernelCell) for cell in model.direction_cells())

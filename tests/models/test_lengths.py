@@ -1,5 +1,5 @@
-"""How the fused families treat ``lengths`` (GUIDE.md section 6): no packing when every sequence fills the batch,
-segments of the padded batch for unidirectional networks, packing only for bidirectional ones; each exact."""
+"""How the fused families treat ``lengths`` (CONTRIBUTING.md, 'Speed rules'): no packing when every sequence fills the
+batch, segments of the padded batch for unidirectional networks, packing only for bidirectional ones; each exact."""
 
 from __future__ import annotations
 

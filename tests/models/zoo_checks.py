@@ -1,4 +1,5 @@
-"""Interface checks every recurrent architecture must pass (GUIDE.md section 2), shared by the model tests."""
+"""Interface checks every recurrent architecture must pass (CONTRIBUTING.md, 'The model interface'), shared by the
+model tests."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Synthetic run records shaped like rnnlab-train's summary.json (GUIDE.md section 3), written into tmp_path."""
+"""Synthetic run records shaped like rnnlab-train's summary.json (CONTRIBUTING.md, 'The run record'), written into
+tmp_path."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Records into studies and arms; the identical-conditions check (GUIDE.md section 4)."""
+"""Records into studies and arms; the identical-conditions check (CONTRIBUTING.md, 'Identical conditions')."""
 
 from __future__ import annotations
 
@@ -151,3 +151,13 @@ def test_bad_records_are_skipped_and_good_ones_beside_them_loaded(tmp_path, capl
     assert len(records) == 7 and all("run_dir" in record for record in records)
     assert sorted(error.path.parent.name for error in skipped) == ["bare", "cut"]
     assert any(str(tmp_path / "bare" / "summary.json") in r.getMessage() for r in caplog.records)
+
+
+def test_a_study_group_may_declare_its_own_baseline():
+    """Table III's Greff group compares variants of one model: its baseline is the vanilla variant, the file's is the
+    LSTM (rnnlab-sweep names runs ``<study>-<group>``)."""
+    from rnnlab.report.build import declared_baseline
+
+    assert declared_baseline("table3_lstm_variants-greff")[0] == "model.variant=vanilla"
+    assert declared_baseline("table3_lstm_variants-trees") == ("model=lstm", "sweeps/table3_lstm_variants.yaml")
+    assert declared_baseline("no_such_study-group") == (None, None)

@@ -1,4 +1,5 @@
-"""FramePredictionTask: encode each clip's context frames, forecast the rest from the encoder state (Shi et al. 2015)."""
+"""FramePredictionTask: encode each clip's context frames, forecast the rest from the encoder state
+(Shi et al. 2015)."""
 
 from __future__ import annotations
 

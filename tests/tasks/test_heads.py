@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from conftest import train_in_process
 from rnnlab.data.base import IGNORE_INDEX, TaskSpec
 from rnnlab.data.text import PTBWordDataModule
 from rnnlab.errors import ConfigError
@@ -27,7 +28,6 @@ from rnnlab.tasks.heads import (
     make_head,
 )
 from rnnlab.tasks.sequence import SequenceTask
-from conftest import train_in_process
 
 LM_SPEC = TaskSpec(kind="classification", per_step=True, metric="ppl", input_vocab=50, stateful=False)
 

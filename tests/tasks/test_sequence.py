@@ -6,7 +6,6 @@ import functools
 
 import pytest
 import pytorch_lightning as pl
-
 import torch
 
 from rnnlab.data.base import IGNORE_INDEX, TaskSpec
@@ -35,7 +34,8 @@ def test_mean_pooling_averages_valid_steps_only():
 def test_per_step_cross_entropy_ignores_padding():
     logits = torch.randn(2, 3, 5)
     targets = torch.tensor([[1, 2, 3], [4, IGNORE_INDEX, IGNORE_INDEX]])
-    loss, count = task("classification", per_step=True, output_size=5).loss_and_count(logits, targets, torch.tensor([3, 1]))
+    classifier = task("classification", per_step=True, output_size=5)
+    loss, count = classifier.loss_and_count(logits, targets, torch.tensor([3, 1]))
     by_hand = -torch.stack([logits[0, 0].log_softmax(-1)[1], logits[0, 1].log_softmax(-1)[2],
                             logits[0, 2].log_softmax(-1)[3], logits[1, 0].log_softmax(-1)[4]]).mean()
     assert count == 4

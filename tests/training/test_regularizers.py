@@ -102,7 +102,9 @@ def test_zoneout_with_p_one_keeps_the_previous_state_exactly(family, layers, bid
     x = torch.randn(4, 7, INPUT)
     state = random_state(model, 4)
     hidden, final = model.run_layers(x, LENGTHS, state)
-    for kept, initial in zip(final if isinstance(final, tuple) else (final,), state if isinstance(state, tuple) else (state,)):
+    finals = final if isinstance(final, tuple) else (final,)
+    initials = state if isinstance(state, tuple) else (state,)
+    for kept, initial in zip(finals, initials):
         assert torch.equal(kept, initial)
     h0 = state[0] if isinstance(state, tuple) else state
     valid = torch.arange(7)[None, :] < LENGTHS[:, None]
@@ -502,7 +504,9 @@ def test_every_model_hosts_each_regularizer_or_refuses_it_by_name(tmp_path, mode
 
 def test_regularizer_group_composes_several_options_each_with_its_keys(tmp_path):
     assert OmegaConf.to_container(compose_config(tmp_path, []).regularizer) == {}
-    cfg = compose_config(tmp_path, ["regularizer=[l2,zoneout]", "regularizer.l2.weight=0.5", "regularizer.zoneout.p=0.2"])
+    cfg = compose_config(
+        tmp_path, ["regularizer=[l2,zoneout]", "regularizer.l2.weight=0.5", "regularizer.zoneout.p=0.2"]
+    )
     assert set(cfg.regularizer) == {"l2", "zoneout"}
     assert cfg.task.regularizers.l2.weight == 0.5 and cfg.task.regularizers.zoneout.p == 0.2
     check_command_line(["regularizer=[l2,zoneout]", "regularizer.zoneout.p=0.2"])

@@ -1,5 +1,5 @@
-"""Analysis of trained and training networks (GUIDE.md section 1): gradient flow through time and the stability of
-the recurrence (``gradient_flow``, survey III.B)."""
+"""Analysis of trained and training networks (CONTRIBUTING.md, 'The layering'): gradient flow through time and the
+stability of the recurrence (``gradient_flow``, survey III.B)."""
 
 from rnnlab.analysis.gradient_flow import GradientFlowCallback, measure_gradient_flow, recurrent_spectra
 

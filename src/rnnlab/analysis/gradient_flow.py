@@ -12,11 +12,11 @@ sigmoid), lambda_1 < 1/gamma is sufficient for vanishing and lambda_1 > 1/gamma 
 
 Measured here:
 
-* ``measure_gradient_flow``: the model runs one step at a time through the model interface (GUIDE.md section 2),
-  carrying its state; a zero tensor z_k (requires_grad) is added to the carried state after step k, so
-  dL/dz_k = dL/ds_k for every k in one backward pass. The curve is ||dL/ds_{T-lag}|| for lag = 1 .. T-1 (the state
-  after step T-lag, every tensor of the state together: h, and c for an LSTM, all layers); the initial state
-  (lag T) is the model's own and not reachable from outside.
+* ``measure_gradient_flow``: the model runs one step at a time through the model interface
+  (CONTRIBUTING.md, 'The model interface'), carrying its state; a zero tensor z_k (requires_grad) is added to the
+  carried state after step k, so dL/dz_k = dL/ds_k for every k in one backward pass. The curve is ||dL/ds_{T-lag}|| for
+  lag = 1 .. T-1 (the state after step T-lag, every tensor of the state together: h, and c for an LSTM, all layers); the
+  initial state (lag T) is the model's own and not reachable from outside.
   ``grad_ratio_<lag>`` = ||dL/ds_{T-lag}|| / ||dL/ds_{T-1}||, so lag 1 is 1.
 * ``recurrent_spectra``: largest singular value and spectral radius of every square gate block of every recurrent
   matrix (``weight_hh*`` or a module named ``recurrent``, ``rnnlab.models.initialization.is_recurrent``; torch's

@@ -1,4 +1,4 @@
-"""The datamodule contract every dataset follows (GUIDE.md section 1).
+"""The datamodule contract every dataset follows (CONTRIBUTING.md, 'One path for every run' and 'Add a dataset').
 
 A datamodule yields batches ``{"inputs": [B, T, F] float, "lengths": [B] long, "targets": ...}`` with padding at the
 end of each sequence (``inputs`` are [B, T] long token ids instead when ``task.input_vocab`` is set), and exposes
@@ -29,7 +29,8 @@ IGNORE_INDEX = -100
 INDEX_BATCHES_BYTES = 256 * 2**20  # the largest padded copy of a split kept for batching by index
 TASK_KINDS = ("regression", "classification", "ctc", "multilabel")
 METRICS = ("mse", "acc", "bpc", "ppl", "ler", "nll")
-# layouts of batch inputs (GUIDE.md section 2); a model that reads another names it in ``input_layout``
+# layouts of batch inputs (CONTRIBUTING.md, 'The model interface'); a model that reads another names it in
+# ``input_layout``
 SEQUENCE_LAYOUT = "[batch, time, features]"
 FRAMES_LAYOUT = "[batch, time, channels, height, width]"  # images (T = 1) and video
 
@@ -221,7 +222,8 @@ class LengthBuckets(EpochShuffle):
 
 
 class SequenceDataModule(pl.LightningDataModule):
-    """Seeded splits and loaders; subclasses implement ``build_splits`` and set ``input_size``, ``output_size``, ``task``.
+    """Seeded splits and loaders; subclasses implement ``build_splits`` and set ``input_size``, ``output_size``,
+    ``task``.
 
     ``seed`` (config ``data.seed``) fixes the generated data, the split and the shuffling order, independently of the
     model's seed, so every arm of a comparison sees the same data in the same order. ``bucket`` (config
@@ -305,7 +307,11 @@ class SequenceDataModule(pl.LightningDataModule):
         if trainer is None:
             return None
         loop = trainer.fit_loop
-        return loop.epoch_progress.current.processed, loop.epoch_loop.batch_progress.current.processed, trainer.world_size
+        return (
+            loop.epoch_progress.current.processed,
+            loop.epoch_loop.batch_progress.current.processed,
+            trainer.world_size,
+        )
 
     def batched_split(self, split: str, collate: Callable) -> Dataset:
         """``splits[split]``, served by :class:`IndexBatches` when its class says it holds its tensors in memory

@@ -3,9 +3,9 @@
 Layouts (``layout``), for an image of H x W pixels and B images per batch:
   * ``pixel``: one pixel per step, raster order: inputs [B, H*W, 1] (sequential MNIST, Le et al. 2015);
   * ``row``:   one row per step: inputs [B, H, W];
-  * ``image``: the whole image as one step of the GUIDE's image convention [batch, time, channels, height, width]:
-    inputs [B, 1, 1, H, W], lengths all 1, ``input_size`` = channels = 1. This is what multi-dimensional models
-    (which scan the H x W grid themselves) read; a flat model cannot.
+  * ``image``: the whole image as one step of the image layout (CONTRIBUTING.md, 'The model interface')
+    [batch, time, channels, height, width]: inputs [B, 1, 1, H, W], lengths all 1, ``input_size`` = channels = 1. This
+    is what multi-dimensional models (which scan the H x W grid themselves) read; a flat model cannot.
 Targets are the class [B] (long); one per image, metric accuracy. Pixels are scaled to [0, 1].
 
 ``permute: true`` applies one fixed random permutation of the H*W pixels, drawn from ``permute_seed``, to every
@@ -27,7 +27,6 @@ from torch.utils.data import Dataset
 from rnnlab.data.base import SequenceDataModule, TaskSpec
 from rnnlab.data.cache import download, verify_checksum
 from rnnlab.errors import ConfigError, require_choice, require_positive
-
 
 LAYOUTS = ("pixel", "row", "image")
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (count, rows, cols)
@@ -71,7 +70,8 @@ def pixel_permutation(num_pixels: int, seed: int) -> torch.Tensor:
 class ImageSequences(Dataset):
     """uint8 images [N, H, W] and labels [N], each item read as (float sequence in the layout, label).
 
-    Items: ``pixel`` [H*W, 1], ``row`` [H, W], ``image`` [1, 1, H, W] (time, channel, height, width); values / max_value.
+    Items: ``pixel`` [H*W, 1], ``row`` [H, W], ``image`` [1, 1, H, W] (time, channel, height, width);
+    values / max_value.
     """
 
     batch_by_index = True  # see rnnlab.data.base.IndexBatches
@@ -257,7 +257,11 @@ class PixelMNISTDataModule(ImageDataModule):
         if self.source == "t10k":
             order = torch.randperm(len(test_images), generator=generator)
             n_train, n_val, _ = self.T10K_SPLIT
-            parts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
+            parts = {
+                "train": order[:n_train],
+                "val": order[n_train : n_train + n_val],
+                "test": order[n_train + n_val :],
+            }
             splits = {name: (test_images[index], test_labels[index]) for name, index in parts.items()}
         else:
             train_images, train_labels = self.read_pair("train_images", "train_labels")

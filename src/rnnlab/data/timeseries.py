@@ -40,7 +40,9 @@ def parse_ts(path: Path) -> tuple[list[torch.Tensor], list[str], list[str]]:
                 if key == "data":
                     in_data = True
                     if header.get("classlabel", "").split()[:1] != ["true"]:
-                        raise ConfigError("root", f"{path}: no '@classLabel true ...' header (regression sets unsupported)")
+                        raise ConfigError(
+                            "root", f"{path}: no '@classLabel true ...' header (regression sets unsupported)"
+                        )
                     if header.get("timestamps", "false").lower() == "true":
                         raise ConfigError("root", f"{path}: '@timeStamps true' is not supported")
                     continue
@@ -55,7 +57,9 @@ def parse_ts(path: Path) -> tuple[list[torch.Tensor], list[str], list[str]]:
                 raise ConfigError("root", f"{where}: unreadable value ({error})") from None
             length = len(values[0])
             if any(len(dim) != length for dim in values):
-                raise ConfigError("root", f"{where}: dimensions of one case differ in length {[len(d) for d in values]}")
+                raise ConfigError(
+                    "root", f"{where}: dimensions of one case differ in length {[len(d) for d in values]}"
+                )
             case = torch.tensor(values, dtype=torch.float32).T  # [T, D]
             valid = ~torch.isnan(case).any(1)
             steps = int(valid.nonzero().max()) + 1 if valid.any() else 0

@@ -1,9 +1,10 @@
 """Video datamodules: generated Moving-MNIST-style clips and class-per-folder video collections.
 
-Frames are scaled to [0, 1]. With ``flatten: true`` (default) a clip is a sequence of flattened frames,
-inputs [B, T, C*H*W] with ``input_size`` = C*H*W, which any recurrent model reads. With ``flatten: false`` inputs
-keep the GUIDE's video convention [B, T, C, H, W] and ``input_size`` is the channel count C, for models that read
-frames as images (convolutional / multi-dimensional recurrent models); ``frame_shape`` is (C, H, W) either way.
+Frames are scaled to [0, 1]. With ``flatten: true`` (default) a clip is a sequence of flattened frames, inputs
+[B, T, C*H*W] with ``input_size`` = C*H*W, which any recurrent model reads. With ``flatten: false`` inputs keep the
+video layout (CONTRIBUTING.md, 'The model interface') [B, T, C, H, W] and ``input_size`` is the channel count C, for
+models that read frames as images (convolutional / multi-dimensional recurrent models); ``frame_shape`` is (C, H, W)
+either way.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from rnnlab.data.base import SequenceDataModule, TaskSpec
 from rnnlab.data.cache import cached
 from rnnlab.data.image import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, PixelMNISTDataModule, read_idx
 from rnnlab.errors import ConfigError, require_choice, require_positive
-
 
 MODES = ("predict", "classify")
 LABELS = ("digit", "direction")
@@ -166,7 +166,9 @@ class MovingDigitsDataModule(SequenceDataModule):
         if digit_size >= frame_size:
             raise ConfigError("digit_size", f"must be smaller than frame_size={frame_size}, got {digit_size}")
         if speed >= frame_size - digit_size:
-            raise ConfigError("speed", f"must be below frame_size - digit_size = {frame_size - digit_size}, got {speed}")
+            raise ConfigError(
+                "speed", f"must be below frame_size - digit_size = {frame_size - digit_size}, got {speed}"
+            )
         if mode == "predict" and context_frames >= num_frames:
             raise ConfigError("context_frames", f"must be below num_frames={num_frames} in predict mode")
         if mode == "classify" and label == "direction" and num_digits != 1:
@@ -261,7 +263,8 @@ class MovingDigitsDataModule(SequenceDataModule):
             f"predict frames {self.context_frames + 1}-{self.num_frames} from frames 1-{self.context_frames}: "
             f"copy-last-frame test MSE {self.task.baseline:.5f}, blank-frame test MSE {self.blank_mse:.5f}"
             if self.mode == "predict"
-            else f"classify by {self.label} into {self.output_size} classes, majority test accuracy {self.task.baseline:.3f}"
+            else f"classify by {self.label} into {self.output_size} classes, "
+            f"majority test accuracy {self.task.baseline:.3f}"
         )
         return (
             f"{super().describe()}; {self.num_frames} frames of {self.frame_size}x{self.frame_size} with "

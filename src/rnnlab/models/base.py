@@ -1,4 +1,5 @@
-"""What every recurrent model shares: the interface of GUIDE.md section 2, stacking, directions and readout.
+"""What every recurrent model shares: the model interface (CONTRIBUTING.md, 'The model interface'), stacking,
+directions and readout.
 
 forward(x, lengths=None, state=None) -> (outputs, state)
     x:        [batch, time, input_size]
@@ -123,7 +124,8 @@ class RecurrentCell(nn.Module):
         return self.hidden_size
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """The input-dependent part of every step, [B, T, ...], computed before the loop (GUIDE.md section 6)."""
+        """The input-dependent part of every step, [B, T, ...], computed before the loop (CONTRIBUTING.md,
+        'Speed rules')."""
         return x
 
     def initial_state(self, batch: int, reference: torch.Tensor) -> State:
@@ -359,9 +361,10 @@ class FusedRecurrentNetwork(RecurrentNetwork):
         raise NotImplementedError
 
     def run_layers(self, x, lengths, state):
-        """The fused kernel, with the cheapest exact treatment of ``lengths`` (GUIDE.md section 6): none when every
-        sequence fills the batch; for a unidirectional network, the padded batch in segments (``run_segments``);
-        packing only for a bidirectional one, whose backward direction must start at each sequence's own end."""
+        """The fused kernel, with the cheapest exact treatment of ``lengths`` (CONTRIBUTING.md, 'Speed rules'): none
+        when every sequence fills the batch; for a unidirectional network, the padded batch in segments
+        (``run_segments``); packing only for a bidirectional one, whose backward direction must start at each sequence's
+        own end."""
         if not self.use_fused or self.active_hook() is not None:
             return super().run_layers(x, lengths, state)
         if lengths is None or bool((lengths == x.shape[1]).all()):

@@ -1,4 +1,5 @@
-"""Parameter matching (GUIDE.md section 4): choose ``hidden_size`` so a model has about N trainable parameters."""
+"""Parameter matching (CONTRIBUTING.md, 'Identical conditions'): choose ``hidden_size`` so a model has about N
+trainable parameters."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ class DeepTransitionCell(RecurrentCell):
         self.recurrent = nn.Linear(hidden_size, hidden_size, bias=False)  # W_1
         depth = transition_depth - 1
         self.transition = nn.ModuleList(
-            nn.Linear(hidden_size, hidden_size, bias=not (shortcut and l == depth - 1)) for l in range(depth)
+            nn.Linear(hidden_size, hidden_size, bias=not (shortcut and i == depth - 1)) for i in range(depth)
         )
         self.recurrent_shortcut = nn.Linear(hidden_size, hidden_size, bias=False) if shortcut else None  # Wbar
 

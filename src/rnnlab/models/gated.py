@@ -42,8 +42,8 @@ class LSTM(FusedRecurrentNetwork):
       all gates' previous activations, i.e. R_a [i_{t-1}; f_{t-1}; o_{t-1}] is added to each gate's pre-activation
       (one [3H, 3H] matrix per layer and direction; the state becomes (h, c, [i; f; o]) with the last [.., 3H]);
       ``np`` no peepholes. Greff's "vanilla" LSTM has peepholes; here the default does not (it is ``nn.LSTM``),
-      so Greff's study is ``peepholes: true`` with every variant but ``np``, which is the same model as ``vanilla``
-      without peepholes and refuses ``peepholes: true``.
+      so Greff's study is ``peepholes: true`` with every variant; ``np`` removes them (with ``peepholes: false``
+      it is the same model as ``vanilla``).
 
     A variant that removes a gate (``nig``, ``nfg``, ``nog``, ``cifg``) has no weights for it: its layers hold
     :class:`GateRows`, ``nn.LSTM``'s parameters (same names) without that gate's rows, so parameter counts follow
@@ -63,11 +63,9 @@ class LSTM(FusedRecurrentNetwork):
         **kwargs,
     ):
         require_choice("variant", variant, LSTM_VARIANTS)
-        if variant == "np" and peepholes:
-            raise ConfigError("peepholes", "variant np is the LSTM without peepholes; set peepholes: false")
         if not forget_gate and variant not in ("vanilla", "nfg"):
             raise ConfigError("forget_gate", f"false is variant nfg; it cannot be combined with variant {variant}")
-        self.peepholes = peepholes
+        self.peepholes = peepholes and variant != "np"  # np's one change: the peepholes removed
         self.forget_gate = forget_gate and variant != "nfg"
         self.variant = "nfg" if variant == "vanilla" and not forget_gate else variant
         super().__init__(input_size, output_size, **kwargs)
@@ -97,7 +95,8 @@ class LSTM(FusedRecurrentNetwork):
         return h, c
 
     def cell_sequence(self, x_projected, state, weight_hh, bias_hh):
-        """``cell_step`` over all steps as one autograd node with a hand-written backward (``kernels.lstm_sequence``)."""
+        """``cell_step`` over all steps as one autograd node with a hand-written backward
+        (``kernels.lstm_sequence``)."""
         return lstm_sequence(x_projected, *state, weight_hh, bias_hh)
 
 

@@ -32,8 +32,8 @@ class RHNCell(RecurrentCell):
 
     def step(self, projected: torch.Tensor, state: State, t: int) -> State:
         (s,) = state
-        for l, layer in enumerate(self.highway):
-            pre = layer(s) + projected if l == 0 else layer(s)
+        for index, layer in enumerate(self.highway):
+            pre = layer(s) + projected if index == 0 else layer(s)
             pre_h, pre_t = pre.chunk(2, dim=-1)
             transform = torch.sigmoid(pre_t)
             s = torch.tanh(pre_h) * transform + s * (1 - transform)

@@ -14,8 +14,9 @@ Schemes, for every model of the zoo:
 set (``nn.LSTM`` / ``nn.LSTMCell`` layout, gates i, f, g, o): b_if = forget_bias, b_hf = 0.
 
 A recurrent matrix is a 2-D weight named ``weight_hh*`` (torch's kernels) or held by a module called ``recurrent``
-(the hand-written cells); convolution kernels count as other weights. Matrices under a parametrisation (the orthogonal and unitary families keep theirs on a
-manifold) are never touched; ``orthogonal`` and ``identity`` refuse a model that has no recurrent matrix left.
+(the hand-written cells); convolution kernels count as other weights. Matrices under a parametrisation (the
+orthogonal and unitary families keep theirs on a manifold) are never touched; ``orthogonal`` and ``identity`` refuse
+a model that has no recurrent matrix left.
 """
 
 from __future__ import annotations

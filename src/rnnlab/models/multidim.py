@@ -1,15 +1,16 @@
 """Multi-dimensional recurrent networks: MDRNN and MDLSTM (Graves et al. 2007; survey IV.D, Fig. 7, eq. 39),
 Grid LSTM (Kalchbrenner et al. 2016; survey eqs. 40-41) and ReNet (Visin et al. 2015).
 
-The image models (:class:`MDRNN`, :class:`MDLSTM`, :class:`ReNet`) read the GUIDE's image layout
-``x`` [B, T, C, H, W] (a still image is T = 1, ``rnnlab.data.image`` with ``layout: image``), scan the H x W grid of
-each frame themselves, pool it into one feature vector and read it out: outputs [B, T, output_size], one per frame.
-Frames are independent (no state is carried from frame to frame or between calls: the returned state is None), and
-frames past a sequence's ``lengths`` are not computed: their output is the readout of a zero feature vector.
+The image models (:class:`MDRNN`, :class:`MDLSTM`, :class:`ReNet`) read the image layout
+(CONTRIBUTING.md, 'The model interface') ``x`` [B, T, C, H, W] (a still image is T = 1, ``rnnlab.data.image`` with
+``layout: image``), scan the H x W grid of each frame themselves, pool it into one feature vector and read it out:
+outputs [B, T, output_size], one per frame. Frames are independent (no state is carried from frame to frame or between
+calls: the returned state is None), and frames past a sequence's ``lengths`` are not computed: their output is the
+readout of a zero feature vector.
 
 :class:`GridLSTM` reads ordinary sequences [B, T, F]: its grid is time x depth.
 
-Speed (GUIDE.md section 6): MDRNN and MDLSTM sweep the grid by anti-diagonals (wavefront): all cells with
+Speed (CONTRIBUTING.md, 'Speed rules'): MDRNN and MDLSTM sweep the grid by anti-diagonals (wavefront): all cells with
 i + j = d depend only on diagonal d - 1, so one batched step per diagonal (H + W - 1 steps), all scan directions in
 the same batched matmul. MDRNN computes every pixel's input projection in one matrix product before the sweep and
 lets autograd record it; MDLSTM runs each layer's sweep, input projection included, as one autograd node with a

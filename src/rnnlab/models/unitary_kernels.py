@@ -27,7 +27,6 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-
 sigmoid_backward = torch.ops.aten.sigmoid_backward
 tanh_backward = torch.ops.aten.tanh_backward
 threshold_backward = torch.ops.aten.threshold_backward

@@ -10,6 +10,17 @@ from rnnlab.report import plots
 from rnnlab.report.collect import Study, check_conditions, group_studies
 from rnnlab.report.published import published_tables
 from rnnlab.report.survey import CLAIMS, SURVEY, TABLES
+from rnnlab.report.tables import (
+    COSTS,
+    StudyTable,
+    Table,
+    default_baseline_spec,
+    matches_spec,
+    parse_arm_spec,
+    primary_metric,
+    runs_table,
+    study_table,
+)
 from rnnlab.report.verdicts import (
     ROW_COSTS,
     CostSeries,
@@ -21,17 +32,6 @@ from rnnlab.report.verdicts import (
     judge_all,
     reaches,
     row_measures,
-)
-from rnnlab.report.tables import (
-    COSTS,
-    StudyTable,
-    Table,
-    default_baseline_spec,
-    matches_spec,
-    parse_arm_spec,
-    primary_metric,
-    runs_table,
-    study_table,
 )
 
 log = logging.getLogger(__name__)
@@ -139,15 +139,20 @@ def choose_baseline(study: Study, requested: str | None, forced: bool) -> tuple[
 
 
 def declared_baseline(study_name: str) -> tuple[str | None, str | None]:
-    """``baseline`` of the study file that ran ``study_name`` (rnnlab-sweep names runs ``<study>-<group>``)."""
+    """``baseline`` of the study file that ran ``study_name`` (rnnlab-sweep names runs ``<study>-<group>``): the
+    group's own, else the file's."""
     from rnnlab.sweep import SWEEPS_DIR, SweepError, load_study
 
-    study = study_name.split("-", 1)[0]
+    study, _, group = study_name.partition("-")
     try:
         spec = load_study(study)
     except SweepError:
         return None, None
-    return spec.get("baseline"), f"sweeps/{study}.yaml" if (SWEEPS_DIR / f"{study}.yaml").is_file() else None
+    source = f"sweeps/{study}.yaml" if (SWEEPS_DIR / f"{study}.yaml").is_file() else None
+    group_spec = (spec.get("groups") or {}).get(group) or {}
+    if group_spec.get("baseline"):
+        return group_spec["baseline"], f"{source} (group {group})"
+    return spec.get("baseline"), source
 
 
 def _matches_any(study: Study, spec: str) -> bool:

@@ -1,4 +1,5 @@
-"""Run records into studies and arms, under identical conditions (GUIDE.md sections 3 and 4).
+"""Run records into studies and arms, under identical conditions (CONTRIBUTING.md, 'The run record' and
+'Identical conditions').
 
 A *study* is every record with the same experiment name (``config.name``; the W&B group). Its *swept keys* are the
 Hydra overrides whose values differ between its runs, less ``seed``; an *arm* is one combination of their values, and

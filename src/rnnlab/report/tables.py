@@ -58,7 +58,8 @@ def primary_metric(study: Study, requested: str | None = None) -> str | None:
 
 
 def parse_arm_spec(spec: str) -> list[tuple[str | None, str]]:
-    """``"model=lstm data.seq_len=50"`` -> ``[("model", "lstm"), ("data.seq_len", "50")]``; a bare value has key None."""
+    """``"model=lstm data.seq_len=50"`` -> ``[("model", "lstm"), ("data.seq_len", "50")]``; a bare value has key
+    None."""
     pairs: list[tuple[str | None, str]] = []
     for token in filter(None, re.split(r"\s+|,(?![^\[\]]*\])", spec)):  # commas inside [...] belong to a value
         key, sep, value = token.partition("=")

@@ -1,4 +1,5 @@
-"""The base LightningModule: what must be identical across a comparison (GUIDE.md sections 1 and 4).
+"""The base LightningModule: what must be identical across a comparison (CONTRIBUTING.md, 'One path for every run'
+and 'Identical conditions').
 
 It owns the head (which outputs meet the targets), the loss, the metrics, optimizer and scheduler construction and
 divergence detection. Gradient clipping is the Trainer's (``trainer.gradient_clip_val`` / ``_algorithm``), so it is
@@ -19,11 +20,11 @@ from torch import nn
 from rnnlab.data.base import IGNORE_INDEX, METRICS, TaskSpec, epoch_seed
 from rnnlab.errors import ConfigError, require_choice, require_positive
 from rnnlab.models.base import valid_step_mask
-from rnnlab.training.regularizers import Regularization
 from rnnlab.models.structured import batch_structure_kwargs
-from rnnlab.training.rules import make_rule
-from rnnlab.training.optimizers import check_prediction_optimizer, prediction_optimizer_step
 from rnnlab.tasks.heads import task_head
+from rnnlab.training.optimizers import check_prediction_optimizer, prediction_optimizer_step
+from rnnlab.training.regularizers import Regularization
+from rnnlab.training.rules import make_rule
 
 POOLINGS = ("last", "mean")
 STAGES = ("train", "val", "test")
@@ -31,7 +32,7 @@ EVALUATION_STAGES = ("val", "test")
 
 
 class TrainingLog:
-    """Training metrics at the cost of a few tensor operations per step (GUIDE.md section 6).
+    """Training metrics at the cost of a few tensor operations per step (CONTRIBUTING.md, 'Speed rules').
 
     ``LightningModule.log`` costs about half a millisecond a call on a CPU (a tenth of the default job's step), so
     the training loop calls it only on the steps the loggers write (``trainer.log_every_n_steps``), for the step's
@@ -68,8 +69,11 @@ class TrainingLog:
 
     def state_dict(self) -> dict[str, Any]:
         """The epoch so far, for a resume point (``rnnlab.training.resume``); epoch-end maps are torch functions."""
-        return {"values": {name: torch.stack(values) for name, values in self.values.items()},
-                "weights": dict(self.weights), "at_epoch_end": {name: fn.__name__ for name, fn in self.at_epoch_end.items()}}
+        return {
+            "values": {name: torch.stack(values) for name, values in self.values.items()},
+            "weights": dict(self.weights),
+            "at_epoch_end": {name: fn.__name__ for name, fn in self.at_epoch_end.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.values = defaultdict(list, {name: list(values) for name, values in state["values"].items()})
@@ -80,7 +84,8 @@ class TrainingLog:
 class StageDict(nn.ModuleDict):
     """One module per stage (``train``/``val``/``test``), read as ``d[stage]``.
 
-    Stored under ``<stage>_`` because ``nn.Module`` already has an attribute ``train``, which ModuleDict refuses as a key.
+    Stored under ``<stage>_`` because ``nn.Module`` already has an attribute ``train``, which ModuleDict refuses as a
+    key.
     """
 
     def __init__(self, make: Callable[[], nn.Module], stages: tuple[str, ...] = STAGES):

@@ -272,9 +272,9 @@ class Variational(_HookRegularizer):
     The hidden mask reaches h_{t-1} only where it enters the recurrent matrix product: for the fused families (elman,
     lstm, gru and presets) the step's product W_hh (m * h_{t-1}) + b_hh is computed here, so GRU's interpolation
     z_t * h_{t-1} keeps the true h_{t-1}; the LSTM's c_{t-1} is never masked. Other families get m * h_{t-1} as their
-    state's first tensor, which is the same wherever h_{t-1} enters the step only through matrix products (LSTM variants,
-    jordan, ...); where the step also carries h_{t-1} elementwise (leaky or gated updates), that term is masked too.
-    A new mask per batch (with stateful data: per segment).
+    state's first tensor, which is the same wherever h_{t-1} enters the step only through matrix products (LSTM
+    variants, jordan, ...); where the step also carries h_{t-1} elementwise (leaky or gated updates), that term is
+    masked too. A new mask per batch (with stateful data: per segment).
     """
 
     step_order = 0
@@ -322,7 +322,8 @@ class Zoneout(_HookRegularizer):
     where h~_t is the cell's own update. (Survey eq. 58 prints 1 where h_{t-1} is meant.) At eval time the
     expectation p * h_{t-1} + (1 - p) * h~_t. ``p`` applies to the first state tensor (h_t), ``p_cell`` (default
     ``p``) to the second where the family carries a real one (the LSTM's c_t; Krueger et al. zone c and h at
-    separate rates); further state tensors, and counters such as the clockwork clock, follow the cell. p = 0 is the plain model; p = 1 never updates the state.
+    separate rates); further state tensors, and counters such as the clockwork clock, follow the cell. p = 0 is the
+    plain model; p = 1 never updates the state.
     """
 
     per_step = True

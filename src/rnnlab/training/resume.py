@@ -85,7 +85,11 @@ class ResumePoint(Checkpoint):
             set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
         step = trainer.global_step
-        if step % self.every_n_steps == 0 and step != self._saved_step and batch_idx % trainer.accumulate_grad_batches == 0:
+        if (
+            step % self.every_n_steps == 0
+            and step != self._saved_step
+            and batch_idx % trainer.accumulate_grad_batches == 0
+        ):
             self._between_batches = True
             self.save(trainer)
             self._between_batches = False
@@ -127,7 +131,11 @@ def training_metrics(module: pl.LightningModule | None) -> list[tuple[str, torch
     """The torchmetrics objects that accumulate the training epoch (``<name>.train_`` in a task's StageDict)."""
     if module is None:
         return []
-    return [(name, m) for name, m in module.named_modules() if isinstance(m, torchmetrics.Metric) and name.endswith("train_")]
+    return [
+        (name, m)
+        for name, m in module.named_modules()
+        if isinstance(m, torchmetrics.Metric) and name.endswith("train_")
+    ]
 
 
 def rng_state() -> dict[str, Any]:
