@@ -80,6 +80,19 @@ def test_paths_output_dirs_logger_ids_and_gpu_placement_are_not_conditions(tmp_p
     assert study.conditions["optimizer.lr"] == 0.003 and "seed" not in study.conditions
 
 
+def test_how_a_run_is_resumed_or_displayed_is_not_a_condition(tmp_path):
+    """A study resumed by a later rnnlab (resume points, no save_last, another progress bar) still compares; an
+    early-stopping callback, which changes what is trained, does not."""
+    make_record(tmp_path / "x" / "0", seed=0, config={"callbacks": {"model_checkpoint": {"save_last": True}}})
+    make_record(tmp_path / "x" / "1", seed=1, config={"callbacks": {
+        "model_checkpoint": {"save_last": False}, "resume_point": {"every_n_steps": 100}, "rich_progress_bar": None}})
+    [study] = group_studies(load_records([tmp_path]))
+    assert study.differences == []
+    make_record(tmp_path / "x" / "2", seed=2, config={"callbacks": {"early_stopping": {"patience": 3}}})
+    [study] = group_studies(load_records([tmp_path]))
+    assert [d.key for d in study.differences] == ["callbacks.early_stopping.patience"]
+
+
 def test_an_override_left_at_its_default_is_not_a_swept_setting(tmp_path):
     make_record(tmp_path / "0", seed=0, overrides=["model=lstm", "data.seq_len=10", "seed=0"])
     make_record(tmp_path / "1", seed=1, overrides=["model=lstm", "seed=1"])  # config data.seq_len is 10 too

@@ -25,6 +25,9 @@ SEED_KEYS = ("seed",)
 # Config settings that name where a run wrote things or how it was labelled, never how it was trained.
 IGNORED_ROOTS = ("paths", "hydra", "logger", "name", "tags")
 IGNORED_LEAF = re.compile(r"(^|_)(dir|dirpath|path|ckpt_path|save_dir|output_dir)$")
+# How a run is resumed and displayed, never what it computes (a study resumed by a later rnnlab may differ in these).
+BOOKKEEPING = ("resume", "callbacks.resume_point", "callbacks.model_checkpoint.save_last", "callbacks.rich_progress_bar",
+               "callbacks.rich_model_summary")
 # Record fields that stand in for overrides in records written before ``overrides`` was recorded.
 NAME_FIELDS = ("model", "data", "optimizer")
 LENGTH_KEYS = ("length", "seq_len", "delay")  # data settings that set how far back a task must remember
@@ -249,10 +252,13 @@ TASK_COPIES = {"regularizers": "regularizer"}  # task key -> the top-level group
 
 
 def ignored(key: str, swept: Iterable[str]) -> bool:
-    """Keys left out of the identical-conditions check: swept, seeds, paths, output dirs, logger ids, and the task
-    when the model is swept (a family that trains its own way selects its LightningModule: conf/model/esn.yaml)."""
+    """Keys left out of the identical-conditions check: swept, seeds, paths, output dirs, logger ids, resuming and
+    display (``BOOKKEEPING``), and the task when the model is swept (a family that trains its own way selects its
+    LightningModule: conf/model/esn.yaml)."""
     root = key.split(".", 1)[0]
     if root in IGNORED_ROOTS or key in SEED_KEYS or IGNORED_LEAF.search(key.rsplit(".", 1)[-1]):
+        return True
+    if any(key == kept or key.startswith(kept + ".") for kept in BOOKKEEPING):
         return True
     if root == "task":
         if "model" in swept:
