@@ -154,11 +154,11 @@ def epoch_seed(seed: int, epoch: int) -> int:
 class EpochShuffle(Sampler[int]):
     """Epoch e visits the items in a permutation drawn from (seed, e) alone (``shuffle=False``: in order).
 
-    Training position: Lightning calls ``set_epoch`` before each epoch, but on a resumed run it draws the first
-    batch before that call. Given ``position`` (a callable returning the trainer's epoch and the batches it has
-    already trained in that epoch, and the number of processes sharing the order), the sampler reads both when a pass
-    starts, and starts the pass at the next untrained batch: a run resumed from any checkpoint, mid-epoch included,
-    sees the batches an uninterrupted run would.
+    Training position: Lightning calls ``set_epoch`` before each epoch, but on a run resumed mid-epoch it draws the
+    first batch before that call. Given ``position`` (a callable returning, while the trainer resumes an interrupted
+    epoch, that epoch, the batches already trained in it and the number of processes sharing the order; else None),
+    the sampler starts such a pass at the next untrained batch: a run resumed from any checkpoint sees the batches an
+    uninterrupted run would.
     """
 
     def __init__(self, size: int, seed: int, shuffle: bool = True):
@@ -302,9 +302,10 @@ class SequenceDataModule(pl.LightningDataModule):
         return order.follow(self.training_position, self.batch_size)
 
     def training_position(self) -> tuple[int, int, int] | None:
-        """(epoch, batches already trained in it, processes sharing the order) of the attached trainer, or None."""
+        """(epoch, batches already trained in it, processes sharing the order) of an attached trainer that is
+        resuming an interrupted epoch, else None (the pass follows ``set_epoch``)."""
         trainer = self.trainer
-        if trainer is None:
+        if trainer is None or not trainer.fit_loop.restarting:
             return None
         loop = trainer.fit_loop
         return (

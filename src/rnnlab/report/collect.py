@@ -25,8 +25,9 @@ SEED_KEYS = ("seed",)
 # Config settings that name where a run wrote things or how it was labelled, never how it was trained.
 IGNORED_ROOTS = ("paths", "hydra", "logger", "name", "tags")
 IGNORED_LEAF = re.compile(r"(^|_)(dir|dirpath|path|ckpt_path|save_dir|output_dir)$")
-# How a run is resumed and displayed, never what it computes (a study resumed by a later rnnlab may differ in these).
-BOOKKEEPING = ("resume", "callbacks.resume_point", "callbacks.model_checkpoint.save_last", "callbacks.rich_progress_bar",
+# How a run is resumed and displayed, never what it computes (a study resumed by a later rnnlab may differ here).
+BOOKKEEPING = ("resume", "callbacks.resume_point", "callbacks.model_checkpoint.save_last",
+               "callbacks.rich_progress_bar",
                "callbacks.rich_model_summary")
 # Record fields that stand in for overrides in records written before ``overrides`` was recorded.
 NAME_FIELDS = ("model", "data", "optimizer")
