@@ -19,8 +19,8 @@ from omegaconf import OmegaConf, open_dict
 from conftest import compose_config, read_record, run_cli
 from rnnlab.launch import outcome_lines, record_stamps, records_since, running
 from rnnlab.record import write_record
-from rnnlab.run_dir import locked
-from rnnlab.train import share_machine_between_parallel_jobs
+from rnnlab.run_dir import difference_from_claim, locked
+from rnnlab.train import read_earlier_record, share_machine_between_parallel_jobs
 
 TINY = ["data=adding", "data.train_size=256", "data.val_size=64", "data.test_size=64", "model.hidden_size=8"]
 
@@ -83,16 +83,24 @@ def test_a_second_process_on_a_run_directory_is_refused(tmp_path):
     assert after.returncode == 0, after.stderr[-2000:]  # released with its holder
 
 
-@pytest.mark.parametrize("bad", ['{"status": "compl', "[]", '{"status": "completed"}'])
-def test_an_unreadable_record_is_kept_aside_and_the_run_goes_on(tmp_path, bad):
+def test_an_unreadable_record_is_kept_aside_and_the_run_goes_on(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "summary.json").write_text(bad)
+    (run / "summary.json").write_text('{"status": "compl')
     done = run_cli(tmp_path, "debug=fast", "callbacks=minimal", f"hydra.run.dir={run}", *TINY)
     assert done.returncode == 0, done.stderr[-2000:]
     assert read_record(run)["status"] == "completed"
-    assert (run / "summary.attempt-1.json").read_text() == bad
+    assert (run / "summary.attempt-1.json").read_text() == '{"status": "compl'
     assert "kept as summary.attempt-1.json" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("bad", ["[]", '{"status": "completed"}', '{"status": "failed", "steps": "x"}'])
+def test_a_record_that_is_not_one_claims_nothing_and_is_kept_aside(tmp_path, bad):
+    """Not a record by the schema: it names no configuration to refuse, and resuming keeps it aside."""
+    (tmp_path / "summary.json").write_text(bad)
+    assert difference_from_claim(tmp_path, {"seed": 0}, ["seed=0"]) is None
+    assert read_earlier_record(tmp_path) is None
+    assert (tmp_path / "summary.attempt-1.json").read_text() == bad and not (tmp_path / "summary.json").exists()
 
 
 @pytest.mark.parametrize("job, gpus, expected", [(5, 4, [1]), (2, 2, [0]), (3, 1, 1)])

@@ -20,7 +20,7 @@ def test_the_issue_studies_are_all_there():
 
 
 @pytest.mark.parametrize("study", STUDIES)
-@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("scale", [pytest.param(s, marks=pytest.mark.slow) if s == "full" else s for s in SCALES])
 def test_every_swept_value_of_every_scale_composes(tmp_path, monkeypatch, study, scale):
     """rnnlab-train's pre-flight check composes one job per swept value (the others at their first value): every
     name, key and value type of the study exists. (rnnlab-train itself checks the whole product before it runs.)"""
