@@ -307,14 +307,16 @@ def accepted_keys(target: Any) -> tuple[list[str], list[str]] | None:
 
 def check_constructor_keys(node: DictConfig, path: str = "") -> None:
     """Every key of a node with a ``_target_`` is a keyword of that constructor (``+model.bogus=1`` is refused
-    before the run, not after reading the data); the model also takes the keys ``rnnlab.train.build_model`` reads."""
+    before the run, not after reading the data); the model (and a model nested in it) also takes the keys
+    ``rnnlab.train.build_model`` reads."""
     target = None
     if "_target_" in node and not node._get_node("_target_")._is_interpolation():
         target = _target(str(node["_target_"]))
     accepted = accepted_keys(target) if target is not None else None
     if accepted is not None:
         names, optional = accepted
-        extra = _model_build_keys() if path == "model" else ()
+        # a model node nested in the model (seq2seq's encoder / decoder) is a whole model config; seq2seq drops these
+        extra = _model_build_keys() if path == "model" or path.startswith("model.") else ()
         for key in map(str, node):
             if not key.startswith("_") and key not in names and key not in extra:
                 takes = [f"{path}.{k}" for k in [*names, *extra] if k in optional or k in extra or k in node]
