@@ -17,10 +17,9 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
 
 from conftest import compose_config, read_record, run_cli
-from rnnlab.launch import outcome_lines, record_stamps, records_since, running
+from rnnlab.launch import outcome_lines, record_stamps, records_since, running, share_machine_between_parallel_jobs
 from rnnlab.record import write_record
-from rnnlab.run_dir import difference_from_claim, locked
-from rnnlab.train import read_earlier_record, share_machine_between_parallel_jobs
+from rnnlab.run_dir import difference_from_claim, locked, read_earlier_record
 
 TINY = ["data=adding", "data.train_size=256", "data.val_size=64", "data.test_size=64", "model.hidden_size=8"]
 

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from rnnlab.config_check import check_command_line
-from rnnlab.sweep import SCALES, SWEEPS_DIR, group_commands, load_study, main, study_names, wandb_sweeps
+from rnnlab.study import SCALES, SWEEPS_DIR, group_commands, load_study, study_names
+from rnnlab.sweep import main, wandb_sweeps
 
 STUDIES = ["modalities", "optimizers", "regularizers", "table2_learning_rules", "table3_lstm_variants",
            "table4_architectures"]
@@ -87,10 +88,10 @@ def test_bad_study_or_scale_is_one_line_and_exit_2(capsys):
 
 
 def test_a_study_file_without_groups_names_the_file(tmp_path, monkeypatch):
-    import rnnlab.sweep
+    import rnnlab.study
 
     (tmp_path / "broken.yaml").write_text("description: nothing\nscales: {smoke: {}}\n")
-    monkeypatch.setattr(rnnlab.sweep, "SWEEPS_DIR", tmp_path)
+    monkeypatch.setattr(rnnlab.study, "SWEEPS_DIR", tmp_path)
     with pytest.raises(ValueError, match="broken.yaml: 'groups'"):
         load_study("broken")
 
@@ -134,10 +135,10 @@ scales:
 
 @pytest.mark.slow  # two rnnlab-train subprocesses and a report: about 40 s on a busy 2-core machine
 def test_a_failed_job_does_not_stop_the_study_and_is_named_last(tmp_path, monkeypatch, capfd):
-    import rnnlab.sweep
+    import rnnlab.study
 
     (tmp_path / "tiny.yaml").write_text(TINY_STUDY)
-    monkeypatch.setattr(rnnlab.sweep, "SWEEPS_DIR", tmp_path)
+    monkeypatch.setattr(rnnlab.study, "SWEEPS_DIR", tmp_path)
     monkeypatch.chdir(tmp_path)
     assert main(["tiny", "--log-dir", str(tmp_path / "logs")]) == 1
     root = tmp_path / "logs" / "sweeps" / "tiny" / "smoke"

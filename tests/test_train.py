@@ -79,19 +79,19 @@ def test_wandb_logger_writes_an_offline_run_with_nested_config(tmp_path, monkeyp
     import wandb
     from pytorch_lightning.loggers import WandbLogger
 
-    import rnnlab.train
+    import rnnlab.run_record
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     seen = {}
-    finish = rnnlab.train.finish_loggers
+    finish = rnnlab.run_record.finish_loggers
 
     def spy(loggers, status):  # look at the live W&B run just before the job finishes it
         run = next(lg for lg in loggers if isinstance(lg, WandbLogger)).experiment
         seen.update(config=run.config.as_dict(), group=run.group, tags=list(run.tags), offline=run.settings._offline)
         finish(loggers, status)
 
-    monkeypatch.setattr(rnnlab.train, "finish_loggers", spy)
+    monkeypatch.setattr(rnnlab.run_record, "finish_loggers", spy)
     record = train_in_process(tmp_path, *FAST, "logger=[csv,wandb]", "name=study", "tags=[smoke]")
     assert record["status"] == "completed"
     assert seen["config"]["model"]["hidden_size"] == 64 and "model/hidden_size" not in seen["config"]

@@ -38,6 +38,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from rnnlab.data.base import FRAMES_LAYOUT, SEQUENCE_LAYOUT
 from rnnlab.errors import ConfigError, require_choice, require_positive
+from rnnlab.models.initialization import BUILD_KEYS
 
 CONF_DIR = next(
     path for path in (Path(__file__).parent / "conf", Path(__file__).parents[2] / "conf") if path.is_dir()
@@ -308,7 +309,7 @@ def accepted_keys(target: Any) -> tuple[list[str], list[str]] | None:
 def check_constructor_keys(node: DictConfig, path: str = "") -> None:
     """Every key of a node with a ``_target_`` is a keyword of that constructor (``+model.bogus=1`` is refused
     before the run, not after reading the data); the model (and a model nested in it) also takes the keys
-    ``rnnlab.train.build_model`` reads."""
+    ``rnnlab.wiring.build_model`` reads (``BUILD_KEYS``)."""
     target = None
     if "_target_" in node and not node._get_node("_target_")._is_interpolation():
         target = _target(str(node["_target_"]))
@@ -316,7 +317,7 @@ def check_constructor_keys(node: DictConfig, path: str = "") -> None:
     if accepted is not None:
         names, optional = accepted
         # a model node nested in the model (seq2seq's encoder / decoder) is a whole model config; seq2seq drops these
-        extra = _model_build_keys() if path == "model" or path.startswith("model.") else ()
+        extra = tuple(BUILD_KEYS) if path == "model" or path.startswith("model.") else ()
         for key in map(str, node):
             if not key.startswith("_") and key not in names and key not in extra:
                 takes = [f"{path}.{k}" for k in [*names, *extra] if k in optional or k in extra or k in node]
@@ -325,13 +326,6 @@ def check_constructor_keys(node: DictConfig, path: str = "") -> None:
         child = node._get_node(key)
         if isinstance(child, DictConfig) and not (child._is_interpolation() or child._is_missing() or child._is_none()):
             check_constructor_keys(child, f"{path}.{key}" if path else str(key))
-
-
-def _model_build_keys() -> tuple[str, ...]:
-    # the run's model builder reads these too; imported here, as rnnlab.train imports this module
-    from rnnlab.train import INIT_KEYS
-
-    return (*INIT_KEYS, "param_budget")
 
 
 # ------------------------------------------------------------------------- the model reads what the data gives
@@ -459,7 +453,7 @@ def dummy_model(model_config: DictConfig) -> Any:
     """The configured model for input and output size 1, or None when it cannot be built so (the run reports why)."""
     model_config = model_config.copy()
     with open_dict(model_config):
-        for key in _model_build_keys():
+        for key in BUILD_KEYS:
             model_config.pop(key, None)
     try:
         return instantiate(model_config)(input_size=1, output_size=1)

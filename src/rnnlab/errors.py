@@ -1,4 +1,10 @@
-"""The one exception type for bad user input."""
+"""The one exception type for bad user input, and how a command line reports it."""
+
+import os
+import sys
+from contextlib import contextmanager
+
+EXIT_BAD_INPUT = 2
 
 
 class ConfigError(ValueError):
@@ -30,3 +36,16 @@ def require_positive(**values: int | float) -> None:
 def require_choice(key: str, value: object, allowed: tuple | list) -> None:
     if value not in allowed:
         raise ConfigError(key, f"got {value!r}; allowed: {', '.join(map(str, allowed))}")
+
+
+@contextmanager
+def exit_on_bad_input(program: str):
+    """A ConfigError raised inside becomes one line on stderr, ``<program>: error: <key>: <message>``, and exit
+    status 2; under ``HYDRA_FULL_ERROR`` it propagates with its traceback."""
+    try:
+        yield
+    except ConfigError as error:
+        if os.environ.get("HYDRA_FULL_ERROR"):
+            raise
+        print(f"{program}: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)

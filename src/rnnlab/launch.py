@@ -1,4 +1,5 @@
-"""Launching sweeps: a multirun tells the truth about its jobs, and parallel workers end with their launcher.
+"""Launching sweeps: a multirun tells the truth about its jobs, parallel jobs share the machine, and parallel
+workers end with their launcher.
 
 :class:`MultirunOutcome` is registered as a Hydra callback (``hydra.callbacks`` in conf/train.yaml), so it works with
 every launcher (basic, ``hydra/launcher=local`` / joblib, submitit):
@@ -25,15 +26,43 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rnnlab.record import RECORD_NAME, RecordError, read_record
 
 log = logging.getLogger(__name__)
 
 EXIT_JOBS_FAILED = 1
+
+
+def ensure_dir(path: str) -> str:
+    """``${ensure_dir:...}`` in a config: the folder, created if missing (for files a sweeper opens before any job)."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+OmegaConf.register_new_resolver("ensure_dir", ensure_dir, replace=True)
+
+
+def share_machine_between_parallel_jobs(cfg: DictConfig) -> None:
+    """Parallel joblib jobs share the machine: each of N jobs gets cpu_count / N torch threads, and on a machine
+    with G GPUs job i trains on GPU i mod G (the Trainer's ``devices``; a reused worker process cannot change
+    CUDA_VISIBLE_DEVICES once CUDA is initialised)."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN or "joblib" not in str(hydra_cfg.launcher.get("_target_", "")):
+        return
+    cpus = os.cpu_count() or 1
+    n_jobs = int(hydra_cfg.launcher.n_jobs)
+    n_jobs = cpus + 1 + n_jobs if n_jobs < 0 else n_jobs  # joblib's convention: -1 is every CPU
+    torch.set_num_threads(max(1, cpus // max(1, n_jobs)))
+    gpus = torch.cuda.device_count()
+    if gpus > 1 and cfg.trainer.accelerator in ("gpu", "cuda", "auto") and cfg.trainer.devices == 1:
+        with open_dict(cfg):
+            cfg.trainer.devices = [hydra_cfg.job.num % gpus]
 
 
 def record_stamps(root: Path) -> dict[str, int]:

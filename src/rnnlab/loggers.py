@@ -34,6 +34,14 @@ def make_wandb_logger(
     return WandbLogger(offline=offline, save_dir=save_dir, name=name or None, **kwargs)
 
 
+def start_loggers(loggers: list[Logger], config: dict, resumed: bool) -> None:
+    """Hand every logger the run's resolved config; a resumed run's CSV logger continues its ``metrics.csv``."""
+    for logger in loggers:
+        if isinstance(logger, ResumableCSVLogger):
+            logger.continues = resumed
+        logger.log_hyperparams(config)
+
+
 def finish_loggers(loggers: list[Logger], status: str) -> None:
     """Close every logger; W&B runs are finished so the next job of a multirun starts a fresh run."""
     for logger in loggers:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.measure import AllocatorPeak, StepFlops, resident_bytes
 
@@ -218,6 +219,15 @@ class RunStats(pl.Callback):
         """The model's own memory in its measured step (what memory claims are judged on), beside the process's."""
         own = {k: self.measured.get(k) for k in ("model_memory_mb", "step_peak_mb", "resident_mb")}
         return {**own, "process_peak_mb": round(process_peak_mb(), 1), "measured_by": self.measured.get("measured_by")}
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's config as plain data, interpolations resolved (as composed where one cannot resolve: that is then
+    the run's failure, and the record keeps what was asked)."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:
+        return OmegaConf.to_container(cfg, resolve=False)
 
 
 def write_record(run_dir: Path, record: dict[str, Any]) -> Path:

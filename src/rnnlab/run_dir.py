@@ -15,12 +15,17 @@ import logging
 import os
 import platform
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, open_dict
+from pytorch_lightning.utilities import rank_zero_only
+
 from rnnlab.errors import ConfigError
-from rnnlab.record import RECORD_NAME
+from rnnlab.record import RECORD_NAME, RecordError, read_record, resolved_config
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +33,53 @@ CONFIG_NAME = "config.json"
 LOCK_NAME = ".lock"
 RESTART_PREFIX = "restart-"
 NOT_COMPARED = ("resume", "logger", "tags")  # how a run is resumed, logged and labelled: not what it computes
+FINAL_STATUSES = ("completed", "diverged")  # a re-run sweep skips jobs that reached these; it re-runs failed ones
+
+
+@contextmanager
+def claimed(cfg: DictConfig) -> Iterator[tuple[Path, dict[str, Any] | None]]:
+    """This job's run directory, locked (by rank 0, which writes the record) and claimed for ``cfg`` while the
+    context lasts, with the record an earlier attempt of this config left there (None if none).
+
+    A ``restart-N`` directory chosen by :func:`claim` becomes ``cfg.paths.output_dir``."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    key = "hydra.sweep.dir" if hydra_cfg.mode == RunMode.MULTIRUN else "hydra.run.dir"
+    with locked(run_dir, key) if rank_zero_only.rank == 0 else nullcontext():
+        chosen = claim(run_dir, resolved_config(cfg), list(hydra_cfg.overrides.task), cfg.resume, key)
+        if chosen != run_dir:
+            with open_dict(cfg):
+                cfg.paths.output_dir = str(chosen)
+        yield chosen, read_earlier_record(chosen)
+
+
+def read_earlier_record(run_dir: Path) -> dict[str, Any] | None:
+    """The record an earlier attempt of this run (same config: :func:`claim`) left in ``run_dir``, or None.
+
+    A record that will be replaced (a failed attempt) or cannot be read is kept aside as ``summary.attempt-N.json``.
+    """
+    path = run_dir / RECORD_NAME
+    if not path.exists():
+        return None
+    try:
+        earlier = read_record(path)
+    except RecordError as error:
+        log.warning("%s; kept as %s, the run goes on", error, keep_aside(path).name)
+        return None
+    if earlier["status"] not in FINAL_STATUSES:
+        keep_aside(path)
+    return earlier
+
+
+def keep_aside(path: Path) -> Path:
+    aside = first_free(path.parent, "summary.attempt-{n}.json")
+    path.replace(aside)
+    return aside
+
+
+def first_free(folder: Path, pattern: str) -> Path:
+    """``folder / pattern.format(n=N)`` for the least N >= 1 that does not exist yet."""
+    return next(folder / pattern.format(n=n) for n in range(1, 10**6) if not (folder / pattern.format(n=n)).exists())
 
 
 @contextmanager
@@ -61,9 +113,7 @@ def claim(run_dir: Path, config: dict[str, Any], overrides: list[str], resume: b
     ``resume=true`` raises ConfigError naming the first difference."""
     occupied = (run_dir / CONFIG_NAME).exists() or (run_dir / RECORD_NAME).exists()
     if occupied and not resume:
-        fresh = next(
-            run_dir / f"{RESTART_PREFIX}{n}" for n in range(1, 10**6) if not (run_dir / f"{RESTART_PREFIX}{n}").exists()
-        )
+        fresh = first_free(run_dir, RESTART_PREFIX + "{n}")
         log.info("%s holds an earlier run (resume=false): starting over in %s", run_dir, fresh)
         run_dir = fresh
     elif occupied:
@@ -89,7 +139,7 @@ def difference_from_claim(run_dir: Path, config: dict[str, Any], overrides: list
         except (OSError, ValueError, AttributeError):
             earlier = None
         if not isinstance(earlier, list):
-            return None  # not a record: it is kept aside when the run starts (rnnlab.train)
+            return None  # not a record: it is kept aside when the run starts (read_earlier_record)
         return None if sorted(earlier) == sorted(overrides) else f"overrides {earlier} -> {overrides}"
     try:
         claimed = json.loads(path.read_text())

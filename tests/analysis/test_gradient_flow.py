@@ -14,8 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from conftest import train_in_process
+from rnnlab.analysis.diagnostics_callback import GradientFlowCallback
 from rnnlab.analysis.gradient_flow import (
-    GradientFlowCallback,
     StepwiseMismatch,
     measure_gradient_flow,
     output_projection_loss,

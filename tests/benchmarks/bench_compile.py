@@ -23,8 +23,8 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from torch._dynamo.utils import counters  # noqa: E402
 
-from rnnlab.bench import Sizes, model_configs, train_step  # noqa: E402
-from rnnlab.train import build_model  # noqa: E402
+from rnnlab.bench.models import Sizes, model_configs, train_step  # noqa: E402
+from rnnlab.wiring import build_model  # noqa: E402
 
 ROWS = {  # label: (conf/model name, model overrides): every family with a RecurrentCell
     "lstm[implementation=cell]": ("lstm", {"implementation": "cell"}),

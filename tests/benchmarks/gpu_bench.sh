@@ -12,8 +12,8 @@ python - <<'EOF'
 import torch
 from omegaconf import OmegaConf
 
-from rnnlab.bench import Reference, Row, Sizes, measure, model_configs, train_step
-from rnnlab.train import build_model
+from rnnlab.bench.models import Reference, Row, Sizes, measure, model_configs, train_step
+from rnnlab.wiring import build_model
 
 sizes = Sizes()
 device = torch.device("cuda")

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from rnnlab.bench import main
-from rnnlab.bench_heads import HeadSizes, run_head_bench, zipf_counts
+from rnnlab.bench.cli import main
+from rnnlab.bench.heads import HeadSizes, run_head_bench, zipf_counts
 from rnnlab.tasks.heads import HEADS, frequency_classes
 
 TINY_ARGS = ["--batch", "2", "--length", "3", "--hidden", "8", "--vocab", "50", "--samples", "4"]

@@ -9,9 +9,9 @@ import time
 import pytest
 import torch
 
-from rnnlab.loop_bench import PHASES, PRESETS, bare_loss, compose_job, main, measure_job
+from rnnlab.bench.loop import PHASES, PRESETS, bare_loss, compose_job, main, measure_job
 from rnnlab.record import RunStats
-from rnnlab.train import build
+from rnnlab.wiring import build
 
 TINY = ["model.hidden_size=4", "data.seq_len=6", "data.train_size=640", "data.val_size=64", "data.test_size=64"]
 

@@ -11,9 +11,9 @@ import torch
 from hydra.utils import get_class
 
 from conftest import compose_config, read_record, run_cli
-from rnnlab.bench import SEQUENCE_LAYOUT, Sizes, layout_inputs, model_configs, train_step
+from rnnlab.bench.models import SEQUENCE_LAYOUT, Sizes, layout_inputs, model_configs, train_step
 from rnnlab.config_check import group_options
-from rnnlab.train import build_model
+from rnnlab.wiring import build_model
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

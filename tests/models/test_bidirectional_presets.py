@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from conftest import compose_config, train_in_process
-from rnnlab.train import build_model
+from rnnlab.wiring import build_model
 from zoo_checks import check_interface
 
 PRESETS = {"brnn": "elman", "blstm": "lstm", "bgru": "gru"}

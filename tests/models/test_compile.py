@@ -13,7 +13,7 @@ from torch import nn
 from conftest import compose_config, read_record, run_cli
 from rnnlab.models.base import RecurrentCell, RecurrentNetwork
 from rnnlab.models.compile import CompiledStep, compile_cells
-from rnnlab.train import build_model
+from rnnlab.wiring import build_model
 
 IN, H, OUT = 3, 4, 2
 FAST = ["debug=fast", "data.train_size=256", "data.val_size=64", "data.test_size=64", "callbacks=minimal"]

@@ -12,8 +12,10 @@ from torch.nn import functional as F
 from conftest import compose_config, train_in_process
 from rnnlab.data.video import MovingDigitsDataModule
 from rnnlab.errors import ConfigError
-from rnnlab.models.convolutional import LRCN, RCNN, ConvLSTM, FrequencyTimeLSTM, RecurrentConvLayer
-from rnnlab.train import build_model
+from rnnlab.models.convolutional import ConvLSTM
+from rnnlab.models.frame_lstm import LRCN, FrequencyTimeLSTM
+from rnnlab.models.rcnn import RCNN, RecurrentConvLayer
+from rnnlab.wiring import build_model
 from zoo_checks import check_interface
 
 sigmoid = torch.sigmoid

@@ -8,7 +8,7 @@ import torch
 from conftest import compose_config, train_in_process
 from rnnlab.errors import ConfigError
 from rnnlab.models.deep import DeepRNN
-from rnnlab.train import build_model
+from rnnlab.wiring import build_model
 from zoo_checks import check_interface
 
 IN, H, OUT = 3, 5, 2

@@ -9,7 +9,7 @@ import torch
 from conftest import compose_config, train_in_process
 from rnnlab.models.elman import Elman, Jordan
 from rnnlab.models.initialization import initialize
-from rnnlab.train import build_model
+from rnnlab.wiring import build_model
 from zoo_checks import check_interface
 
 IN, H, OUT = 3, 5, 2

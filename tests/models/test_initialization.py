@@ -9,7 +9,7 @@ from conftest import compose_config
 from rnnlab.config_check import CONF_DIR, group_options
 from rnnlab.errors import ConfigError
 from rnnlab.models.initialization import initialize, is_recurrent
-from rnnlab.train import build_model
+from rnnlab.wiring import build_model
 
 IN, OUT = 3, 2
 

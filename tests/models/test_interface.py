@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from conftest import compose_config
 from rnnlab.config_check import CONF_DIR, group_options
 from rnnlab.models.base import reverse_padded
-from rnnlab.train import build_model
+from rnnlab.wiring import build_model
 
 MODELS = group_options("model")
 INPUT, OUTPUT, BATCH, STEPS = 3, 2, 4, 9

@@ -16,7 +16,7 @@ from rnnlab.data.reasoning import BabiSyntheticDataModule
 from rnnlab.errors import ConfigError
 from rnnlab.models.memory import MemN2N, RecurrentMemoryNetwork
 from rnnlab.tasks.memory import MemoryTask
-from rnnlab.train import build_model
+from rnnlab.wiring import build_model
 from zoo_checks import check_interface
 
 V, D = 11, 6

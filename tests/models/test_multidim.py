@@ -9,8 +9,10 @@ import torch
 
 from conftest import compose_config, train_in_process
 from rnnlab.errors import ConfigError
-from rnnlab.models.multidim import MDLSTM, MDRNN, GridLSTM, ReNet, extract_patches
-from rnnlab.train import build_model
+from rnnlab.models.grid_lstm import GridLSTM
+from rnnlab.models.multidim import MDLSTM, MDRNN
+from rnnlab.models.renet import ReNet, extract_patches
+from rnnlab.wiring import build_model
 from zoo_checks import check_interface
 
 # Scan starts, written out independently of the module's table: flips of [N, H, W, F] (dim 1 rows, dim 2 columns).

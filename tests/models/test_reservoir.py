@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, train_in_process
 from rnnlab.errors import ConfigError
+from rnnlab.models.initialization import INIT_KEYS
 from rnnlab.models.reservoir import EchoStateNetwork, random_reservoir
-from rnnlab.train import INIT_KEYS
 from zoo_checks import check_interface
 
 IN, OUT = 3, 2

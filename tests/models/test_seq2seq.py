@@ -16,7 +16,7 @@ from rnnlab.errors import ConfigError
 from rnnlab.models.elman import Elman
 from rnnlab.models.gated import GRU, LSTM
 from rnnlab.models.seq2seq import Seq2Seq
-from rnnlab.train import build_model
+from rnnlab.wiring import build_model
 
 INPUT, CLASSES, HIDDEN = 5, 4, 6
 

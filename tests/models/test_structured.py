@@ -16,7 +16,7 @@ from rnnlab.data.reasoning import TreesDataModule
 from rnnlab.errors import ConfigError
 from rnnlab.models.structured import RecursiveNN, TreeLSTM, batch_structure_kwargs, random_trees, tree_schedule
 from rnnlab.tasks.sequence import SequenceTask
-from rnnlab.train import build_model
+from rnnlab.wiring import build_model
 
 IN, OUT, H = 5, 3, 6
 sigma = torch.sigmoid

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, train_in_process
 from rnnlab.errors import ConfigError
+from rnnlab.models.initialization import INIT_KEYS
 from rnnlab.models.unitary import (
     EfficientUnitaryCell,
     EfficientUnitaryRNN,
@@ -22,7 +23,6 @@ from rnnlab.models.unitary import (
     UnitaryRNN,
     modrelu,
 )
-from rnnlab.train import INIT_KEYS
 from zoo_checks import check_interface
 
 IN, OUT, H = 3, 2, 6

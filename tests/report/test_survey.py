@@ -7,8 +7,9 @@ import pytest
 from fake_records import make_record
 from rnnlab.config_check import group_options
 from rnnlab.report.collect import group_studies, load_records
+from rnnlab.report.quantities import cost_series, reaches, task_baseline
 from rnnlab.report.survey import CLAIMS, ROWS
-from rnnlab.report.verdicts import Settings, configured, cost_series, judge, judge_all, reaches, task_baseline
+from rnnlab.report.verdicts import Settings, configured, judge, judge_all
 
 
 def claim(text: str):

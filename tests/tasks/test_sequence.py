@@ -62,9 +62,9 @@ def test_training_metrics_are_target_weighted_epoch_means_with_step_values_on_lo
     CSV logger on every log_every_n_steps-th step with that step's loss."""
     import csv
 
-    from rnnlab.loop_bench import compose_job
+    from rnnlab.bench.loop import compose_job
     from rnnlab.record import RunStats
-    from rnnlab.train import build
+    from rnnlab.wiring import build
 
     overrides = ["callbacks=minimal", "data.seq_len=5", "data.train_size=100", "data.batch_size=32",
                  "model.hidden_size=4", "trainer.max_epochs=1", "trainer.log_every_n_steps=2"]

@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader
 
 from rnnlab.data.base import SequenceDataset, TaskSpec, pad_collate
 from rnnlab.models.gated import LSTM
-from rnnlab.tasks.sequence import LabelErrorRate, SequenceTask, edit_distance, greedy_ctc_decode
+from rnnlab.tasks.metrics import LabelErrorRate, edit_distance, greedy_ctc_decode
+from rnnlab.tasks.sequence import SequenceTask
 
 
 def task(kind: str, output_size: int) -> SequenceTask:

@@ -1,4 +1,5 @@
-"""Optimizers torch lacks (rnnlab.training.optimizers): each on a problem with a known optimum, then end to end."""
+"""Optimizers torch lacks (rnnlab.training.prediction, hessian_free, kalman, evolutionary): each on a problem with a
+known optimum, then end to end."""
 
 from __future__ import annotations
 
@@ -14,16 +15,10 @@ from conftest import train_in_process
 from rnnlab.data.base import TaskSpec
 from rnnlab.errors import ConfigError
 from rnnlab.models.elman import Elman
-from rnnlab.training.optimizers import (
-    CMAES,
-    ExtendedKalmanFilter,
-    GaussNewton,
-    GeneticAlgorithm,
-    HessianFree,
-    Prediction,
-    check_prediction_optimizer,
-    levenberg_marquardt,
-)
+from rnnlab.training.evolutionary import CMAES, GeneticAlgorithm
+from rnnlab.training.hessian_free import GaussNewton, HessianFree, levenberg_marquardt
+from rnnlab.training.kalman import ExtendedKalmanFilter
+from rnnlab.training.prediction import Prediction, check_prediction_optimizer
 
 ADDING_BASELINE = 0.167  # test MSE of predicting the mean on the adding problem
 TINY_ADDING = ["data=adding", "data.seq_len=10", "data.val_size=256", "data.test_size=256", "model=elman"]

@@ -18,7 +18,6 @@ from rnnlab.models.base import RecurrentCell, RecurrentNetwork
 from rnnlab.models.elman import Elman, Jordan
 from rnnlab.models.gated import GRU, LSTM
 from rnnlab.models.hierarchical import HSRNN
-from rnnlab.train import build_model
 from rnnlab.training.regularizers import (
     L1,
     L2,
@@ -31,6 +30,7 @@ from rnnlab.training.regularizers import (
     WeightDrop,
     Zoneout,
 )
+from rnnlab.wiring import build_model
 
 FAMILIES = {"elman": Elman, "lstm": LSTM, "gru": GRU}
 SHAPES = [(1, False), (2, True)]  # (num_layers, bidirectional)

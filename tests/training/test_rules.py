@@ -17,8 +17,8 @@ from rnnlab.data.base import TaskSpec
 from rnnlab.errors import ConfigError
 from rnnlab.models.elman import Elman
 from rnnlab.models.gated import GRU, LSTM
+from rnnlab.tasks.cost import fitted_exponent, measure_costs
 from rnnlab.tasks.sequence import SequenceTask
-from rnnlab.training.cost import fitted_exponent, measure_costs
 from rnnlab.training.regularizers import L2, Zoneout
 
 INPUT, OUTPUT = 3, 2
@@ -66,7 +66,7 @@ def windowed_sum_gradient(task, batch):
         counts.append(count)
         return True
 
-    outputs = task.rule.run(task, batch, update)
+    outputs = task.strategy.run(task, batch, update)
     return total, outputs, counts
 
 
@@ -157,7 +157,7 @@ def test_gf_follows_rtrl_through_updates():
             optimizer.step()
             return True
 
-        task.rule.run(task, batch, update)
+        task.strategy.run(task, batch, update)
         moved[rule] = [p.detach().clone() for p in task.parameters()]
     assert_gradients_equal(moved["gf"], moved["rtrl"])
 

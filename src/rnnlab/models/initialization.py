@@ -27,6 +27,11 @@ from torch import nn
 from rnnlab.errors import ConfigError, require_choice, require_positive
 
 INIT_SCHEMES = ("default", "gaussian", "xavier", "orthogonal", "identity")
+# The model config's keys that are not the model constructor's (rnnlab.wiring.build_model reads them): the
+# parameter budget that picks hidden_size, and ``initialize``'s; each with its value that leaves a model as built
+# (init_std is read only under a non-default init).
+BUILD_KEYS = {"param_budget": None, "init": "default", "init_std": 0.01, "forget_bias": None}
+INIT_KEYS = ("init", "init_std", "forget_bias")
 
 
 def is_recurrent(name: str) -> bool:

@@ -18,14 +18,12 @@ from torch import nn
 
 from rnnlab.errors import ConfigError, require_choice, require_positive
 from rnnlab.models.base import valid_step_mask
+from rnnlab.models.initialization import BUILD_KEYS
 
 log = logging.getLogger(__name__)
 
 ATTENTIONS = ("none", "bahdanau")
 SIZE_KEYS = ("hidden_size", "num_layers", "bidirectional")  # set for encoder and decoder by the Seq2Seq itself
-# keys of a whole model config that rnnlab.train.build_model applies to the top-level model: inside encoder/decoder
-# (e.g. from +model@model.encoder=lstm) they must keep these neutral values, and are dropped
-WHOLE_MODEL_KEYS = {"param_budget": None, "init": "default", "forget_bias": None}
 
 
 def map_state(fn: Callable[..., torch.Tensor], *states):
@@ -377,15 +375,16 @@ class Seq2Seq(nn.Module):
 
 def build_family(key: str, factory: Callable[..., nn.Module], input_size: int, output_size: int, **sizes) -> nn.Module:
     """Build the encoder or decoder network from its partial config; the Seq2Seq's sizes replace the family's own,
-    and whole-model keys (``WHOLE_MODEL_KEYS``, ``init_std``) are dropped."""
+    and the whole-model keys (``BUILD_KEYS``, which rnnlab.wiring.build_model applies to the top-level model) are
+    dropped: inside encoder/decoder (e.g. from +model@model.encoder=lstm) they must keep their neutral values."""
     if not callable(factory):
         raise ConfigError(key, "must be a recurrent model config with _partial_: true (e.g. the node of model=lstm)")
     if isinstance(factory, partial):
         keywords = dict(factory.keywords)
-        for name, neutral in WHOLE_MODEL_KEYS.items():
-            if keywords.pop(name, neutral) != neutral:
+        for name, neutral in BUILD_KEYS.items():
+            if keywords.pop(name, neutral) != neutral and name != "init_std":
                 raise ConfigError(f"{key}.{name}", f"set model.{name} instead: it applies to the whole encoder-decoder")
-        for name in (*SIZE_KEYS, "init_std"):
+        for name in SIZE_KEYS:
             keywords.pop(name, None)
         factory = partial(factory.func, *factory.args, **keywords)
     try:

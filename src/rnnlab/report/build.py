@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import rnnlab.study as study_files
 from rnnlab.config_check import CONF_DIR, group_options
 from rnnlab.report import plots
 from rnnlab.report.collect import Study, check_conditions, group_studies
 from rnnlab.report.published import published_tables
+from rnnlab.report.quantities import CostSeries, Reach, cost_series, reaches
 from rnnlab.report.survey import CLAIMS, SURVEY, TABLES
 from rnnlab.report.tables import (
     COSTS,
@@ -21,18 +23,7 @@ from rnnlab.report.tables import (
     runs_table,
     study_table,
 )
-from rnnlab.report.verdicts import (
-    ROW_COSTS,
-    CostSeries,
-    Judgement,
-    Reach,
-    Settings,
-    configured,
-    cost_series,
-    judge_all,
-    reaches,
-    row_measures,
-)
+from rnnlab.report.verdicts import ROW_COSTS, Judgement, Settings, configured, judge_all, row_measures
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +132,12 @@ def choose_baseline(study: Study, requested: str | None, forced: bool) -> tuple[
 def declared_baseline(study_name: str) -> tuple[str | None, str | None]:
     """``baseline`` of the study file that ran ``study_name`` (rnnlab-sweep names runs ``<study>-<group>``): the
     group's own, else the file's."""
-    from rnnlab.sweep import SWEEPS_DIR, SweepError, load_study
-
     study, _, group = study_name.partition("-")
     try:
-        spec = load_study(study)
-    except SweepError:
+        spec = study_files.load_study(study)
+    except study_files.SweepError:
         return None, None
-    source = f"sweeps/{study}.yaml" if (SWEEPS_DIR / f"{study}.yaml").is_file() else None
+    source = f"sweeps/{study}.yaml" if (study_files.SWEEPS_DIR / f"{study}.yaml").is_file() else None
     group_spec = (spec.get("groups") or {}).get(group) or {}
     if group_spec.get("baseline"):
         return group_spec["baseline"], f"{source} (group {group})"

@@ -11,8 +11,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from rnnlab.report.collect import Arm, Study, grad_ratios
+from rnnlab.report.quantities import CostSeries
 from rnnlab.report.tables import COSTS, StudyTable
-from rnnlab.report.verdicts import CostSeries
 
 CURVE_COLUMNS = (("train/loss_step", "train/loss"), ("val/loss",))  # first present column of each group is drawn
 

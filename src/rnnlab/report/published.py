@@ -214,7 +214,7 @@ def figure_rows(study: Study, catalogue: tuple[Figure, ...] | list[Figure] | Non
 
 
 def _exponent_rows(figure: Figure, study: Study) -> list[list[str]]:
-    from rnnlab.report.verdicts import cost_series  # verdicts reads the survey; imported only when needed
+    from rnnlab.report.quantities import cost_series  # quantities reads the survey; imported only when needed
 
     rows = []
     for series in cost_series(study):

@@ -2,9 +2,9 @@
 
 With ``task.head`` other than ``full`` the model is built with ``output_size = head_options.input`` (default the
 task's ``embedding_dim``) and hands these features h [N, D] to a head, which owns the output word embedding
-(:func:`head_wiring`, :func:`task_head`). Every head gives the exact, normalised log-likelihood ``log_probs(h)``
-[N, V], used at validation and test, so ``val/ppl`` and ``test/ppl`` compare across heads; training minimises
-``loss(h, targets)``, the mean over N targets of:
+(:func:`rnnlab.tasks.wiring.task_wiring`, :func:`task_head`). Every head gives the exact, normalised
+log-likelihood ``log_probs(h)`` [N, V], used at validation and test, so ``val/ppl`` and ``test/ppl`` compare across
+heads; training minimises ``loss(h, targets)``, the mean over N targets of:
 
 * ``full`` -- softmax over all V words, -log softmax(W h + b)_w. Under ``task.head=full`` the model's own readout
   plays this role (:class:`FullSoftmax` is the same layer, for the bench).
@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rnnlab.data.base import IGNORE_INDEX, TaskSpec
-from rnnlab.errors import ConfigError, require_choice, require_positive
+from rnnlab.errors import ConfigError, require_choice
 
 HEADS = ("full", "class_softmax", "hierarchical_softmax", "nce", "sampled")
 TREES = ("huffman", "balanced")
@@ -363,27 +363,6 @@ def head_options(options: Mapping | None) -> dict:
     return {**OPTIONS, **options}
 
 
-def head_wiring(task_cfg: Mapping, datamodule) -> tuple[int, dict]:
-    """What ``rnnlab.train.build`` needs for ``task.head``: the model's output_size and extra task arguments.
-
-    ``full``: the data's output_size and nothing. Other heads: ``head_options.input`` (default ``embedding_dim``)
-    features and ``unigram_counts`` of the training split (``datamodule.unigram_counts()``).
-    """
-    name = task_cfg.get("head", "full")
-    require_choice("head", name, HEADS)
-    if name == "full":
-        return datamodule.output_size, {}
-    features = head_options(task_cfg.get("head_options"))["input"]
-    features = task_cfg.get("embedding_dim") if features is None else features
-    require_positive(**{"head_options.input": features})
-    if not hasattr(datamodule, "unigram_counts"):
-        raise ConfigError(
-            "head", f"{name} needs the training split's unigram counts; {type(datamodule).__name__} has no "
-            "unigram_counts() (language-modelling data has: ptb_word, ptb_char, tinyshakespeare)"
-        )
-    return features, {"unigram_counts": datamodule.unigram_counts()}
-
-
 def task_head(
     name: str,
     options: Mapping | None,
@@ -400,9 +379,9 @@ def task_head(
     if spec.kind != "classification" or not spec.per_step:
         raise ConfigError("head", f"{name} needs per-step classification data (language modelling); use head=full")
     if unigram_counts is None:
-        raise ConfigError("head", f"{name} needs unigram_counts (rnnlab.train passes datamodule.unigram_counts())")
+        raise ConfigError("head", f"{name} needs unigram_counts (task_wiring passes the training split's)")
     if prediction_optimizer:
         raise ConfigError("head", f"{name} is trained by gradient; optimizers that read predictions need head=full")
     options = head_options(options)
-    options.pop("input")  # read by head_wiring: the model's output_size
+    options.pop("input")  # read by rnnlab.tasks.wiring: the model's output_size
     return make_head(name, model.output_size, unigram_counts, **options)

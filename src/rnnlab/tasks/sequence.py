@@ -3,14 +3,15 @@ and 'Identical conditions').
 
 It owns the head (which outputs meet the targets), the loss, the metrics, optimizer and scheduler construction and
 divergence detection. Gradient clipping is the Trainer's (``trainer.gradient_clip_val`` / ``_algorithm``), so it is
-the same code path for every model.
+the same code path for every model. How it trains is its ``strategy`` (``rnnlab.training.strategy``: BPTT, a learning
+rule or an optimizer that reads predictions), which sees it as a ``Learner``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections import defaultdict
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import pytorch_lightning as pl
 import torch
@@ -22,63 +23,22 @@ from rnnlab.errors import ConfigError, require_choice, require_positive
 from rnnlab.models.base import valid_step_mask
 from rnnlab.models.structured import batch_structure_kwargs
 from rnnlab.tasks.heads import task_head
-from rnnlab.training.optimizers import check_prediction_optimizer, prediction_optimizer_step
+from rnnlab.tasks.metrics import (
+    EpochPerplexity,
+    LabelErrorRate,
+    TrainingLog,
+    ctc_loss_and_count,
+    greedy_ctc_decode,
+    multilabel_nll_and_count,
+)
 from rnnlab.training.regularizers import Regularization
-from rnnlab.training.rules import make_rule
+from rnnlab.training.strategy import make_strategy
+
+log = logging.getLogger(__name__)
 
 POOLINGS = ("last", "mean")
 STAGES = ("train", "val", "test")
 EVALUATION_STAGES = ("val", "test")
-
-
-class TrainingLog:
-    """Training metrics at the cost of a few tensor operations per step (CONTRIBUTING.md, 'Speed rules').
-
-    ``LightningModule.log`` costs about half a millisecond a call on a CPU (a tenth of the default job's step), so
-    the training loop calls it only on the steps the loggers write (``trainer.log_every_n_steps``), for the step's
-    value as ``<name>_step``, and once per epoch, in ``flush``, for the epoch's mean weighted by the number of
-    targets as ``<name>``: the names and values Lightning gives ``self.log(..., on_step=True, on_epoch=True)``,
-    whose epoch value it files under ``<name>_epoch``. Epoch means are per process, as they were before.
-    """
-
-    def __init__(self):
-        self.values: dict[str, list[torch.Tensor]] = defaultdict(list)
-        self.weights: dict[str, list[int]] = defaultdict(list)
-        self.at_epoch_end: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
-
-    def add(self, task: pl.LightningModule, name: str, value: torch.Tensor, weight: int, prog_bar: bool = False,
-            at_epoch_end: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
-        """Add ``value``, a mean over ``weight`` targets; ``at_epoch_end`` maps the epoch mean to what is logged
-        (no step values then: perplexity is a function of the epoch's mean loss only)."""
-        value = value.detach()
-        self.values[name].append(value)
-        self.weights[name].append(weight)
-        if at_epoch_end is not None:
-            self.at_epoch_end[name] = at_epoch_end
-        elif task._trainer is not None and task._trainer._logger_connector.should_update_logs:  # as Lightning asks
-            task.log(f"{name}_step", value, on_step=True, on_epoch=False, prog_bar=prog_bar)
-
-    def flush(self, task: pl.LightningModule) -> None:
-        """Log each epoch mean and start the next epoch afresh."""
-        for name, values in self.values.items():
-            weights = torch.tensor(self.weights[name], dtype=values[0].dtype, device=values[0].device)
-            mean = (torch.stack(values) * weights).sum() / weights.sum().clamp(min=1)
-            task.log(name, self.at_epoch_end.get(name, lambda x: x)(mean), on_step=False, on_epoch=True)
-        self.values.clear()
-        self.weights.clear()
-
-    def state_dict(self) -> dict[str, Any]:
-        """The epoch so far, for a resume point (``rnnlab.training.resume``); epoch-end maps are torch functions."""
-        return {
-            "values": {name: torch.stack(values) for name, values in self.values.items()},
-            "weights": dict(self.weights),
-            "at_epoch_end": {name: fn.__name__ for name, fn in self.at_epoch_end.items()},
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.values = defaultdict(list, {name: list(values) for name, values in state["values"].items()})
-        self.weights = defaultdict(list, {name: list(weights) for name, weights in state["weights"].items()})
-        self.at_epoch_end = {name: getattr(torch, fn) for name, fn in state["at_epoch_end"].items()}
 
 
 class StageDict(nn.ModuleDict):
@@ -164,15 +124,14 @@ class SequenceTask(pl.LightningModule):
         self.diverged_at_step: int | None = None
         # name -> rnnlab.training.regularizers.Regularizer: attached to the model now, penalties added in training_step
         self.regularization = Regularization(model, regularizers)
-        # learning rule (rnnlab.training.rules): None is BPTT by automatic optimization; others update per window
-        self.rule = make_rule(training, self)
-        # optimizers that read the model's predictions, not a gradient (optimizer=hessian_free, ekf, dekf, cmaes,
-        # genetic; rnnlab.training.optimizers): manual optimization, one optimizer.step(closure) per batch
-        self.prediction_optimizer = check_prediction_optimizer(optimizer, spec, scheduler, self.rule)
-        if self.prediction_optimizer:
+        # how it trains (rnnlab.training.strategy): BPTT by automatic optimization, a learning rule updating per window
+        # (training.rule), or an optimizer that reads the model's predictions (optimizer=hessian_free, ekf, dekf,
+        # cmaes, genetic): manual optimization, one optimizer.step(closure) per batch
+        self.strategy = make_strategy(training, optimizer, scheduler, self)
+        if not self.strategy.automatic:
             self.automatic_optimization = False
         # output layer over a large vocabulary (rnnlab.tasks.heads): None is the model's own readout (head=full)
-        self.output_head = task_head(head, head_options, model, spec, unigram_counts, self.prediction_optimizer)
+        self.output_head = task_head(head, head_options, model, spec, unigram_counts, self.strategy.needs_predictions)
         self.run_seed = torch.initial_seed()  # the run's seed: rnnlab.train seeds everything before building this
         self.training_log = TrainingLog()
         if spec.kind == "classification":
@@ -303,6 +262,58 @@ class SequenceTask(pl.LightningModule):
             self.carried_state[stage] = detach_state(state)
         return outputs
 
+    # ----- what a training strategy may call besides the above (rnnlab.training.strategy.Learner) ---------------------
+    def penalty(self) -> torch.Tensor | None:
+        """The regularizers' penalty for the latest training forward (survey eqs. 54-55, 57), None when none applies."""
+        return self.regularization.penalty(self)
+
+    def stop_diverged(self) -> None:
+        """A non-finite loss: the run ends with status "diverged" at this step, without this update."""
+        self.diverged_at_step = self.global_step
+        self.trainer.should_stop = True
+
+    def log_step(self, name: str, value: float) -> None:
+        """Log ``name`` for this step only (an optimizer's diagnostics)."""
+        self.log(name, value, on_step=True, on_epoch=False)
+
+    def start_manual_optimization(self, rule: str) -> None:
+        """Refuse Trainer settings that ``rule``'s updates cannot honour, then turn automatic optimization off: after
+        Lightning's check, which refuses ``gradient_clip_val`` with manual optimization (``manual_update`` clips)."""
+        trainer = self.trainer
+        if trainer.accumulate_grad_batches != 1:
+            raise ConfigError("trainer.accumulate_grad_batches", f"must be 1 with training.rule={rule}")
+        if getattr(trainer.precision_plugin, "scaler", None) is not None and trainer.gradient_clip_val:
+            raise ConfigError("trainer.precision", f"fp16 with clipping is not supported by training.rule={rule}")
+        self.automatic_optimization = False
+
+    def manual_update(self, objective: torch.Tensor) -> None:
+        """One optimizer update on ``objective``'s gradient as the automatic path makes it: clipped with the Trainer's
+        settings through ``configure_gradient_clipping``, then the ``interval: step`` schedulers stepped."""
+        optimizer, trainer = self.optimizers(), self.trainer
+        optimizer.zero_grad()
+        self.manual_backward(objective)
+        self.configure_gradient_clipping(optimizer, trainer.gradient_clip_val, trainer.gradient_clip_algorithm)
+        optimizer.step()
+        self.step_schedulers("step")
+
+    def step_schedulers(self, interval: str) -> None:
+        """Step the schedulers of ``interval`` as Lightning's automatic loop does (frequency, plateau monitor)."""
+        trainer = self.trainer
+        for config in trainer.lr_scheduler_configs:
+            if config.interval != interval:
+                continue
+            index = trainer.global_step if interval == "step" else trainer.current_epoch + 1
+            if index % config.frequency:
+                continue
+            metric = None
+            if config.reduce_on_plateau:
+                metric = trainer.callback_metrics.get(config.monitor)
+                if metric is None:
+                    log.warning("scheduler monitors %s, which is not available; learning rate unchanged",
+                                config.monitor)
+                    continue
+            self.lr_scheduler_step(config.scheduler, metric)
+
     def on_train_epoch_start(self):
         self.carried_state.pop("train", None)
         # epoch e's randomness (dropout, sampling) comes from (seed, e) alone: a run resumed at epoch e repeats it
@@ -315,32 +326,17 @@ class SequenceTask(pl.LightningModule):
         self.carried_state.pop("test", None)
 
     def on_fit_start(self):
-        if self.rule is not None:
-            self.rule.on_fit_start(self)  # manual optimization from here on
+        self.strategy.on_fit_start(self)  # a learning rule: manual optimization from here on
 
     def on_train_epoch_end(self):
         self.training_log.flush(self)
         if self.spec.kind == "ctc":
             self.log("train/ler", self.label_error_rate["train"].compute(), on_step=False, on_epoch=True)
             self.label_error_rate["train"].reset()
-        if self.rule is not None:
-            self.rule.on_train_epoch_end(self)  # epoch schedulers, as the automatic loop steps them
+        self.strategy.on_train_epoch_end(self)  # a learning rule: epoch schedulers, as the automatic loop steps them
 
     def training_step(self, batch, batch_idx):
-        if self.prediction_optimizer:
-            return prediction_optimizer_step(self, batch)
-        if self.rule is not None:
-            return self.rule.training_step(self, batch)
-        loss = self.shared_step(batch, "train")
-        penalty = self.regularization.penalty(self)  # survey eqs. 54-55, 57; train/loss stays the data loss
-        if penalty is not None:
-            self.record("train", "penalty", penalty, batch["lengths"].shape[0])
-            loss = loss + penalty
-        if not torch.isfinite(loss):
-            self.diverged_at_step = self.global_step
-            self.trainer.should_stop = True
-            return None  # skip the update; the run ends with status "diverged"
-        return loss
+        return self.strategy.training_step(self, batch)
 
     def validation_step(self, batch, batch_idx):
         self.shared_step(batch, "val")
@@ -365,73 +361,3 @@ def detach_state(state):
     if isinstance(state, dict):
         return {key: detach_state(part) for key, part in state.items()}
     return state
-
-
-class EpochPerplexity(torchmetrics.MeanMetric):
-    """Perplexity exp(sum_i n_i L_i / sum_i n_i) of batch losses L_i over n_i tokens, accumulated over an epoch."""
-
-    def compute(self) -> torch.Tensor:
-        return torch.exp(super().compute())
-
-
-def ctc_loss_and_count(logits, targets, lengths, target_lengths, blank: int = 0):
-    """CTC loss (Graves et al. 2006) summed over the batch per reference label, and the number of labels.
-
-    logits [B, T, C] (log-softmax taken here, in float32), targets [B, S] padded, lengths [B], target_lengths [B].
-    A sequence too short for its labels would score infinity; it counts zero instead (datamodules check lengths).
-    """
-    log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # [T, B, C]
-    total = nn.functional.ctc_loss(
-        log_probs, targets, lengths, target_lengths, blank=blank, reduction="sum", zero_infinity=True
-    )
-    count = int(target_lengths.sum())
-    return total / max(count, 1), count
-
-
-def multilabel_nll_and_count(logits, targets, lengths):
-    """Bernoulli NLL of targets [B, T, K] in {0, 1} under sigmoid(logits), summed over K, averaged over valid steps."""
-    mask = valid_step_mask(lengths, *logits.shape[:2], logits.device)
-    nll = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(-1)  # [B, T]
-    count = int(mask.sum())
-    return torch.where(mask, nll, 0.0).sum() / count, count
-
-
-def greedy_ctc_decode(logits: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -> list[list[int]]:
-    """Best path decoding: the argmax class of every valid step, repeats collapsed, then blanks dropped."""
-    best = logits.argmax(-1).cpu()
-    decoded = []
-    for row, length in zip(best, lengths.tolist()):
-        collapsed = torch.unique_consecutive(row[:length])
-        decoded.append(collapsed[collapsed != blank].tolist())
-    return decoded
-
-
-def edit_distance(hypothesis: list[int], reference: list[int]) -> int:
-    """Levenshtein distance: the fewest substitutions, insertions and deletions turning hypothesis into reference."""
-    previous = list(range(len(reference) + 1))
-    for i, label in enumerate(hypothesis, start=1):
-        current = [i]
-        for j, wanted in enumerate(reference, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (label != wanted)))
-        previous = current
-    return previous[-1]
-
-
-class LabelErrorRate(torchmetrics.Metric):
-    """Summed edit distance of decoded label sequences to the references over the summed reference length."""
-
-    full_state_update = False
-
-    def __init__(self):
-        super().__init__()
-        self.add_state("errors", torch.tensor(0.0), dist_reduce_fx="sum")
-        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
-
-    def update(self, hypotheses: list[list[int]], targets: torch.Tensor, target_lengths: torch.Tensor) -> None:
-        """hypotheses: decoded labels per sequence; targets [B, S] padded; target_lengths [B]."""
-        for hypothesis, reference, length in zip(hypotheses, targets.tolist(), target_lengths.tolist()):
-            self.errors += edit_distance(hypothesis, reference[:length])
-            self.total += length
-
-    def compute(self) -> torch.Tensor:
-        return self.errors / self.total

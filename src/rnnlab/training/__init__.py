@@ -1,5 +1,7 @@
-"""Training methods torch lacks: learning rules (truncated BPTT, RTRL, block update, Green's function), their cost."""
+"""Training methods torch lacks, behind one seam (``rnnlab.training.strategy``): learning rules (truncated BPTT, RTRL,
+block update, Green's function), optimizers that read predictions (Hessian-free, EKF, evolutionary searches), and
+regularizers."""
 
-from rnnlab.training.rules import RULES, TrainingSettings, make_rule
+from rnnlab.training.rules import RULES, TrainingSettings
 
-__all__ = ["RULES", "TrainingSettings", "make_rule"]
+__all__ = ["RULES", "TrainingSettings"]

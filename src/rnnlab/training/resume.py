@@ -14,6 +14,7 @@ import csv
 import logging
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torchmetrics
-from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from rnnlab.errors import require_positive
@@ -125,6 +126,27 @@ class ResumePoint(Checkpoint):
             for key, value in state_dict["train_metrics"].get(name, {}).items():
                 setattr(metric, key, value)
         self._csv_rows_to_keep = state_dict["csv_rows"]
+
+
+def resume_point(trainer: pl.Trainer, start_over: bool) -> str | None:
+    """The resume point (``last.ckpt`` of the trainer's :class:`ResumePoint`) an interrupted attempt left, or None to
+    start afresh. After a failed attempt (``start_over``) the checkpoints are removed and the run starts afresh."""
+    points = [callback for callback in trainer.callbacks if isinstance(callback, ResumePoint)]
+    if not points:
+        return None
+    if start_over:
+        shutil.rmtree(points[0].dirpath, ignore_errors=True)
+        return None
+    if points[0].path.exists():
+        log.info("resuming the interrupted run from %s", points[0].path)
+        return str(points[0].path)
+    return None
+
+
+def best_checkpoint(trainer: pl.Trainer) -> str | None:
+    """The checkpoint chosen by validation (the first ModelCheckpoint's best), which test metrics are computed on."""
+    chosen = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
+    return (chosen.best_model_path or None) if chosen is not None else None
 
 
 def training_metrics(module: pl.LightningModule | None) -> list[tuple[str, torchmetrics.Metric]]:

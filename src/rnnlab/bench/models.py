@@ -2,7 +2,7 @@
 
 Every ``conf/model/*.yaml`` is a row (the Hydra config group is the registry, CONTRIBUTING.md, 'Conventions'), built
 exactly as ``rnnlab-train`` builds it: the model config composed from the primary config with ``model=<name>`` and
-``model.hidden_size=H``, then :func:`rnnlab.train.build_model`. With ``--param-budget N`` the composed config gets
+``model.hidden_size=H``, then :func:`rnnlab.wiring.build_model`. With ``--param-budget N`` the composed config gets
 ``model.param_budget=N`` instead, so ``build_model`` picks each model's hidden size for N trainable parameters (within
 5%); a model without a ``hidden_size`` key, or whose budget cannot be met, is a ``skipped`` row saying so. A model
 whose config has a key named in ``--variants`` (default ``implementation=cell``) with a different default gets a
@@ -22,6 +22,7 @@ wall time. It stops repeating once it has used half of them (after one timed ste
 time loop), and a step that the previous one says would end past the cap is not started. One call into torch that
 does not return to Python (a backward) finishes first. Timeouts are rows, not failures. The reference row stops
 repeating at the same share of the cap but is never cut off (every ratio needs it).
+The cap itself: :class:`rnnlab.bench.timecap.TimeCap`.
 
 Model peak memory: the most memory torch's allocator held during one forward+backward of the model alone (a step of
 its own after the timed ones, no reference step in it), above what it held before the step: parameters and the
@@ -39,26 +40,17 @@ model's recurrence runs over pixels, so this matches the recurrent steps of a ro
 frame predictor (its config selects ``task=frames``) outputs a frame per step, C*H*W features, as in training. A
 model that fails to build or run is a row with its error; the others still run.
 
-Each row is printed when it finishes and the table at the end; ``--json`` is rewritten after every row
-(``"complete": false`` until the last), so a bench that is stopped keeps what it measured.
+Its command line (``rnnlab-bench`` without ``--heads`` or ``--loop``) is :mod:`rnnlab.bench.models_cli`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import os
-import platform
-import signal
 import statistics
-import sys
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -67,24 +59,21 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
+from rnnlab.bench.common import timed
+from rnnlab.bench.timecap import REPEAT_SHARE, RowTimeout, TimeCap
 from rnnlab.config_check import CONF_DIR, PRIMARY_CONFIG, group_options
 from rnnlab.errors import ConfigError
-from rnnlab.measure import AllocatorPeak, synchronize
+from rnnlab.measure import AllocatorPeak
 from rnnlab.models.budget import hidden_size_for_budget
 from rnnlab.record import one_line
-from rnnlab.train import build_model
+from rnnlab.wiring import build_model
 
 log = logging.getLogger(__name__)
 
 SEQUENCE_LAYOUT = "[batch, time, features]"
 REFERENCE_NAME = "torch.nn.LSTM (reference)"
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 FRAME_SIZE = 28  # image and video models read frames of FRAME_SIZE x FRAME_SIZE pixels, one channel
-REPEAT_SHARE = 0.5  # a row starts no more repeats once it has used this share of its time cap
 
 
 @dataclass
@@ -136,65 +125,6 @@ class ModelRun(NamedTuple):
 
 class SkipRow(Exception):
     """A model the bench does not time (e.g. it cannot be sized to the parameter budget); the message says why."""
-
-
-class RowTimeout(BaseException):
-    """A row ran past its time cap. A BaseException, so that no ``except Exception`` on the way (Hydra's
-    instantiate, a model's own handlers) turns it into an error."""
-
-
-class TimeCap:
-    """A row's limit of ``seconds`` of wall time (None: none), entered as a context manager.
-
-    While entered, SIGALRM raises :class:`RowTimeout` when the cap passes (main thread only; elsewhere only the
-    checks below apply); the handler and timer in place before are restored on exit. ``check(seconds)`` raises it
-    at once when work expected to take ``seconds`` would end past the cap. ``repeats_done`` says that the row has
-    used ``repeat_seconds`` (default: ``REPEAT_SHARE`` of the cap), after which it starts no more repeats.
-    """
-
-    def __init__(self, seconds: float | None, repeat_seconds: float | None = None):
-        self.seconds = seconds
-        self.repeat_seconds = REPEAT_SHARE * seconds if repeat_seconds is None and seconds else repeat_seconds
-        self.start = time.perf_counter()
-
-    def used(self) -> float:
-        return time.perf_counter() - self.start
-
-    def repeats_done(self) -> bool:
-        return self.repeat_seconds is not None and self.used() > self.repeat_seconds
-
-    def check(self, seconds: float) -> None:
-        if self.seconds is not None and self.used() + seconds > self.seconds:
-            raise RowTimeout(self.message(f"the next step would end past it at about {self.used() + seconds:.1f} s"))
-
-    def message(self, detail: str) -> str:
-        return f"ran past the {self.seconds:g} s time cap ({detail})"
-
-    def _expire(self, signum, frame) -> None:
-        raise RowTimeout(self.message(f"stopped at {self.used():.1f} s"))
-
-    def __enter__(self) -> TimeCap:
-        self.start = time.perf_counter()
-        self._armed = (
-            self.seconds is not None
-            and hasattr(signal, "setitimer")
-            and threading.current_thread() is threading.main_thread()
-        )
-        if self._armed:
-            self._previous_handler = signal.signal(signal.SIGALRM, self._expire)
-            self._previous_timer = signal.setitimer(signal.ITIMER_REAL, self.seconds)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if not self._armed:
-            return
-        try:  # nested, so that an alarm arriving right here still restores the previous handler
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        finally:
-            signal.signal(signal.SIGALRM, self._previous_handler)
-            delay, interval = self._previous_timer
-            if delay:  # an outer timer, less the time this row took
-                signal.setitimer(signal.ITIMER_REAL, max(delay - self.used(), 1e-3), interval)
 
 
 def selected_models(models: str) -> list[str]:
@@ -266,14 +196,6 @@ def train_step(model: torch.nn.Module, inputs: dict[str, Any]) -> Callable[[], N
         out.float().mean().backward()
 
     return step
-
-
-def timed(step: Callable[[], None], device: torch.device, clock: Callable[[], float] = time.perf_counter) -> float:
-    synchronize(device)
-    start = clock()
-    step()
-    synchronize(device)
-    return clock() - start
 
 
 def peak_memory_bytes(step: Callable[[], None], device: torch.device) -> int:
@@ -448,228 +370,3 @@ def run_bench(
         if on_row:
             on_row(rows[-1])
     return reference_row, rows
-
-
-def format_value(value: float | int | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def row_line(row: Row) -> str:
-    """A finished row as one line of plain text, printed while the bench runs."""
-    parts = [f"{row.label:<30}", f"{row.status:<7}", f"{format_value(row.params, ','):>11} params"]
-    if row.batch_ms is not None:
-        parts += [f"{row.batch_ms:9.1f} ms/batch", f"x{row.ratio:.2f} nn.LSTM", f"median of {row.repeats}"]
-    if row.peak_memory_mb is not None:
-        parts.append(f"model peak {row.peak_memory_mb:.1f} MB")
-    return "  ".join([*parts, row.reason or ""]).rstrip()
-
-
-def results_table(
-    reference: Row, rows: list[Row], sizes: Sizes, max_ratio: float, param_budget: int | None = None
-) -> Table:
-    shape = f"batch {sizes.batch} x length {sizes.length}, input {sizes.input}"
-    size = f"at {param_budget:,} parameters" if param_budget else f"hidden {sizes.hidden}"
-    columns = (
-        "model", "hidden", "params", "ms / batch", "ms / time step", "tokens/s", "x nn.LSTM", "n", "model peak MB",
-        "note",
-    )
-    table = Table(*columns, title=f"forward+backward, {shape}, {size}")
-    for row in [reference, *rows]:
-        ratio = format_value(row.ratio, ".2f")
-        if row.ratio is not None and row.ratio > max_ratio:
-            ratio = f"[red]{ratio}[/red]"
-        note = escape(row.reason or "")
-        if row.status == "error":
-            note = f"[red]{note}[/red]"
-        elif row.status in ("timeout", "skipped"):
-            note = f"[yellow]{row.status}[/yellow]: {note}"
-        table.add_row(
-            escape(row.label),
-            format_value(row.hidden_size, "d"),
-            format_value(row.params, ","),
-            format_value(row.batch_ms, ".1f"),
-            format_value(row.step_ms, ".3f"),
-            format_value(row.tokens_per_s, ",.0f"),
-            ratio,
-            format_value(row.repeats, "d"),
-            format_value(row.peak_memory_mb, ".1f"),
-            note,
-        )
-    return table
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    return {
-        "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})",
-        "threads": torch.get_num_threads(),
-        "cpus": os.cpu_count(),
-        "host": platform.node(),
-    }
-
-
-def bench_settings(args: argparse.Namespace, sizes, env: dict[str, Any]) -> dict[str, Any]:
-    """The ``--json`` keys that say how a bench (of models or of heads) ran."""
-    return {"sizes": asdict(sizes), "repeats": args.repeats, "warmup": args.warmup, "clock": args.clock, "env": env}
-
-
-def table_caption(env: dict[str, Any], args: argparse.Namespace, note: str) -> str:
-    return f"{env['device']}, {env['threads']} threads, {args.clock} clock, median of {args.repeats}; {note}"
-
-
-def write_json(path: Path, result: dict[str, Any]) -> None:
-    """Write ``result`` to ``path`` by renaming a finished file over it, so no reader ever sees half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial_path = path.with_name(path.name + ".partial")
-    partial_path.write_text(json.dumps(result, indent=2))
-    partial_path.replace(path)
-
-
-def positive_number(kind: type) -> Callable[[str], int | float]:
-    """An argparse type: a number of ``kind`` above zero."""
-
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-
-    return parse
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    defaults = Sizes()
-    parser = argparse.ArgumentParser(prog="rnnlab-bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=defaults.batch)
-    parser.add_argument("--length", type=int, default=defaults.length, help="time steps T")
-    parser.add_argument("--hidden", type=int, default=defaults.hidden, help="model.hidden_size")
-    parser.add_argument("--input", type=int, default=defaults.input, help="input features I")
-    parser.add_argument("--output", type=int, default=defaults.output, help="output features of the readout")
-    parser.add_argument(
-        "--param-budget",
-        type=positive_number(int),
-        metavar="N",
-        help="build every model (and the reference nn.LSTM) at N trainable parameters instead of --hidden",
-    )
-    parser.add_argument("--models", default="", help="comma-separated conf/model names (default: all)")
-    parser.add_argument(
-        "--variants",
-        default="implementation=cell",
-        help="comma-separated model KEY=VALUE; a model whose config has KEY with another default gets a row with it",
-    )
-    parser.add_argument("--repeats", type=int, default=5, help="timed steps per model at most (median reported)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    parser.add_argument(
-        "--time-cap",
-        type=positive_number(float),
-        default=30.0,
-        metavar="SECONDS",
-        help="wall time per model row; past it the row is a timeout (repeats stop at half of it)",
-    )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument(
-        "--clock",
-        choices=tuple(CLOCKS),
-        default="wall",
-        help="wall time, or CPU time of the process (less sensitive to other processes' load; CPU only, best with "
-        "--threads 1 as idle threads may spin)",
-    )
-    parser.add_argument("--max-ratio", type=float, default=5.0, help="ratios above this are shown in red")
-    parser.add_argument("--json", type=Path, help="write the results here (rewritten after every row)")
-    parser.add_argument(
-        "--heads", action="store_true", help="time output layers over a vocabulary instead (--heads --help)"
-    )
-    parser.add_argument(
-        "--loop", action="store_true", help="time the training loop against a bare PyTorch loop (--loop --help)"
-    )
-    args = parser.parse_args(argv)
-    for key in ("batch", "length", "hidden", "input", "output", "repeats"):
-        if getattr(args, key) <= 0:
-            parser.error(f"--{key} must be positive")
-    if args.warmup < 0:
-        parser.error("--warmup must be >= 0")
-    if args.threads is not None and args.threads <= 0:
-        parser.error("--threads must be positive")
-    if args.clock == "cpu" and args.device != "cpu":
-        parser.error("--clock cpu measures CPU time; use it with --device cpu")
-    try:
-        torch.device(args.device)
-    except RuntimeError as error:
-        parser.error(f"--device: {one_line(error)}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error("--device cuda: torch sees no CUDA device")
-    if args.param_budget:
-        try:
-            reference_hidden_size(Sizes(input=args.input, output=args.output), args.param_budget)
-        except ConfigError as error:
-            parser.error(f"--param-budget: the reference nn.LSTM cannot be sized to it: {error.message}")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the bench; exit status 1 when a model failed (its row says why; skips and timeouts are not failures),
-    2 for bad arguments."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if "--heads" in argv:  # the output-layer bench
-        from rnnlab.bench_heads import main as heads_main
-
-        return heads_main([arg for arg in argv if arg != "--heads"])
-    if "--loop" in argv:  # the training loop against a bare PyTorch loop
-        from rnnlab.loop_bench import main as loop_main
-
-        return loop_main([arg for arg in argv if arg != "--loop"])
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="rnnlab-bench: %(message)s")  # progress on stderr
-    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler's C++ log would report the missing GPU on stderr
-    try:
-        names = selected_models(args.models)
-    except ValueError as error:
-        print(f"rnnlab-bench: error: {error}", file=sys.stderr)
-        return 2
-    sizes = Sizes(args.batch, args.length, args.hidden, args.input, args.output)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    configs = model_configs(names, sizes.hidden, variants, param_budget=args.param_budget)
-    device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    env = environment(device)
-    settings = bench_settings(args, sizes, env) | {"time_cap": args.time_cap, "param_budget": args.param_budget}
-    console = Console(width=200)
-    finished: list[Row] = []
-
-    def report(row: Row) -> None:
-        console.print(escape(row_line(row)), soft_wrap=True, highlight=False)
-        finished.append(row)
-        if args.json:
-            write_json(args.json, results_json(settings, finished, complete=len(finished) == len(configs) + 1))
-
-    reference, rows = run_bench(
-        configs, sizes, args.repeats, args.warmup, device, CLOCKS[args.clock], args.time_cap, args.param_budget,
-        on_row=report,
-    )
-    table = results_table(reference, rows, sizes, args.max_ratio, args.param_budget)
-    table.caption = table_caption(
-        env, args, "x nn.LSTM: median ratio of paired steps; n: timed steps that ran (fewer for slow rows)"
-    )
-    console.print(table)
-    if args.json:
-        log.info("wrote %s", args.json)
-    return 1 if any(row.status == "error" for row in rows) else 0
-
-
-def results_json(settings: dict[str, Any], finished: list[Row], complete: bool) -> dict[str, Any]:
-    """The ``--json`` document: settings, the reference (the first finished row) and the model rows so far."""
-    reference, *rows = finished
-    return settings | {
-        "complete": complete,
-        "reference": asdict(reference),
-        "rows": [asdict(row) | {"label": row.label} for row in rows],
-    }
-
-
-if __name__ == "__main__":
-    sys.exit(main())

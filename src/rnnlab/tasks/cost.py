@@ -17,6 +17,9 @@ from typing import Iterable
 import torch
 
 from rnnlab.data.base import TaskSpec
+from rnnlab.models.elman import Elman
+from rnnlab.models.gated import LSTM
+from rnnlab.tasks.sequence import SequenceTask
 from rnnlab.training.rules import RULES
 
 
@@ -33,10 +36,6 @@ def time_per_data_point(
     """Median wall seconds of one training batch (forward, gradient, updates) over ``repeats`` batches, divided by
     the batch's data points (``batch_size * seq_len`` steps). ``model``: ``elman`` or ``lstm``; ``settings`` are
     further ``training`` keys (``k1``, ``update_every``, ``block``). One warm-up batch is not timed."""
-    from rnnlab.models.elman import Elman
-    from rnnlab.models.gated import LSTM
-    from rnnlab.tasks.sequence import SequenceTask
-
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     network = {"elman": Elman, "lstm": LSTM}[model](input_size, 1, hidden_size=hidden_size)
@@ -56,8 +55,8 @@ def time_per_data_point(
         return True
 
     def train_batch() -> None:
-        if task.rule is not None:
-            task.rule.run(task, batch, update)
+        if rule != "bptt":  # a manual rule (rnnlab.training.rules), run without Lightning
+            task.strategy.run(task, batch, update)
             return
         outputs, _ = network(batch["inputs"], batch["lengths"])
         loss, count = task.loss_and_count(outputs, batch["targets"], batch["lengths"])

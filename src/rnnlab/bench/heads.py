@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rnnlab.bench import CLOCKS, bench_settings, environment, format_value, table_caption, timed, write_json
+from rnnlab.bench.common import CLOCKS, bench_settings, environment, format_value, table_caption, timed, write_json
 from rnnlab.record import one_line
 from rnnlab.tasks.heads import HEADS, make_head
 

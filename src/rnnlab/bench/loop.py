@@ -4,7 +4,7 @@ Both loops run in one process on the same composed config (``rnnlab-train``'s ov
 the same data loader, the same optimizer, thread count and determinism setting (the Trainer sets
 ``torch.use_deterministic_algorithms`` process-wide, so the bare loop runs under it too):
 
-* the **rnnlab loop** is what ``rnnlab-train`` runs: ``rnnlab.train.build`` (the task, its loggers, callbacks and
+* the **rnnlab loop** is what ``rnnlab-train`` runs: ``rnnlab.wiring.build`` (the task, its loggers, callbacks and
   Trainer) and ``trainer.fit``, stopped after ``warmup + steps`` optimizer steps;
 * the **bare loop** is what a user would write by hand: ``for batch in loader``: embed token ids, run the model,
   take the outputs that meet the targets, cross-entropy or MSE, ``backward``, ``optimizer.step``, ``zero_grad``.
@@ -26,7 +26,6 @@ import logging
 import statistics
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,13 +40,13 @@ from omegaconf import DictConfig, open_dict
 from rich.console import Console
 from rich.table import Table
 
+from rnnlab.bench.common import CLOCKS
 from rnnlab.config_check import CONF_DIR, PRIMARY_CONFIG
 from rnnlab.data.base import IGNORE_INDEX
 from rnnlab.record import RunStats
 
 log = logging.getLogger(__name__)
 
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 PHASES = ("data", "forward", "backward", "optimizer")
 # The jobs the issue names: the default job and one per modality (real data read from paths.data_dir).
 PRESETS = {
@@ -201,7 +200,7 @@ def time_both_loops(
 ) -> tuple[dict[str, float], dict[str, float]]:
     """``rnnlab-train``'s fit on ``cfg`` and the bare loop on ``bare_module``, both from the weights ``initial``,
     step for step; the phase totals of each loop's timed steps."""
-    from rnnlab.train import build
+    from rnnlab.wiring import build
 
     with open_dict(cfg):
         cfg.trainer.max_steps = warmup + steps + 1
@@ -223,7 +222,7 @@ def measure_job(
     job: str, overrides: list[str], steps: int, warmup: int, repeats: int, clock: Callable[[], float]
 ) -> LoopResult:
     """Time both loops on one job, ``repeats`` fits of ``warmup + steps`` paired steps each."""
-    from rnnlab.train import build
+    from rnnlab.wiring import build
 
     result = LoopResult(job=job, overrides=overrides, steps=steps, repeats=repeats)
     with tempfile.TemporaryDirectory(prefix="rnnlab-loop-") as tmp:

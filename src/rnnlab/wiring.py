@@ -1,0 +1,91 @@
+"""Building a run from its composed config: datamodule, model, task, loggers, callbacks and trainer, in that order
+(CONTRIBUTING.md, 'One path for every run'). ``rnnlab-train`` and ``rnnlab-bench`` build through here."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from functools import partial
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from rnnlab.errors import ConfigError
+from rnnlab.models.budget import hidden_size_for_budget
+from rnnlab.models.compile import compile_cells
+from rnnlab.models.initialization import INIT_KEYS, initialize
+from rnnlab.tasks.wiring import task_wiring
+from rnnlab.training import TrainingSettings
+
+
+@contextmanager
+def config_errors(group: str):
+    """Re-raise a ConfigError from building ``group`` with the key's full name (``model.hidden_size``)."""
+    try:
+        yield
+    except ConfigError as error:
+        raise error.with_prefix(group) from None
+    except hydra.errors.InstantiationException as error:
+        if isinstance(error.__cause__, ConfigError):
+            raise error.__cause__.with_prefix(group) from None
+        raise
+
+
+def make(cfg: DictConfig, group: str, **kwargs):
+    with config_errors(group):
+        return instantiate(OmegaConf.select(cfg, group), **kwargs)
+
+
+def build_model(model_cfg: DictConfig, input_size: int, output_size: int, compile: bool = False):
+    """The model for the data's dims; ``param_budget`` (when set) picks its hidden_size, ``init`` its weights, and
+    ``compile`` compiles its hand-written cells' steps (``rnnlab.models.compile``)."""
+    model_cfg = model_cfg.copy()
+    with open_dict(model_cfg):
+        budget = model_cfg.pop("param_budget", None)
+        init = {key: model_cfg.pop(key) for key in INIT_KEYS if key in model_cfg}
+    factory = partial(instantiate(model_cfg), input_size=input_size, output_size=output_size)
+    if budget is not None:
+        factory = partial(factory, hidden_size=hidden_size_for_budget(factory, budget))
+    model = initialize(factory(), **init)
+    if compile:
+        compile_cells(model)
+    return model
+
+
+def build(cfg: DictConfig, stats: pl.Callback):
+    """Instantiate datamodule, model, task module, loggers and trainer (``stats`` among its callbacks)."""
+    check_task_honours_training(cfg)
+    datamodule = make(cfg, "data")
+    with config_errors("data"):
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    with config_errors("task"):
+        wiring = task_wiring(cfg.task, datamodule)
+    with config_errors("model"):
+        model = build_model(cfg.model, wiring.input_size, wiring.output_size, compile=cfg.compile)
+    scheduler = make(cfg, "scheduler") if cfg.get("scheduler") else None
+    optimizer = make(cfg, "optimizer")
+    with config_errors("task"):
+        module = instantiate(cfg.task)(
+            model=model, spec=datamodule.task, optimizer=optimizer, scheduler=scheduler, **wiring.task_kwargs
+        )
+    loggers = [make(cfg, "logger." + name) for name, node in (cfg.get("logger") or {}).items() if node]
+    callbacks = [make(cfg, "callbacks." + name) for name, node in (cfg.get("callbacks") or {}).items() if node]
+    trainer = make(cfg, "trainer", logger=loggers or False, callbacks=[*callbacks, stats])
+    return datamodule, module, loggers, trainer
+
+
+def check_task_honours_training(cfg: DictConfig) -> None:
+    """``training.*`` is valid, and a learning rule other than BPTT or a regularizer goes to a task that honours it
+    (esn fits its readout in closed form)."""
+    training = cfg.get("training")
+    with config_errors("training"):
+        TrainingSettings.from_config(training)
+    task = HydraConfig.get().runtime.choices.get("task")
+    if training is not None and training.rule != "bptt" and "training" not in cfg.task:
+        raise ConfigError("training.rule", f"is {training.rule}, but task {task} trains its own way; use bptt")
+    if cfg.get("regularizer") and "regularizers" not in cfg.task:
+        raise ConfigError("regularizer", f"task {task} trains its own way and takes no regularizers; use none")
