@@ -14,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from rnnlab.config_check import CONF_DIR, PRIMARY_CONFIG
+from rnnlab.conf_dir import CONF_DIR, PRIMARY_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

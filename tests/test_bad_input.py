@@ -13,12 +13,9 @@ from omegaconf import OmegaConf
 
 import rnnlab.train
 from conftest import run_cli
-from rnnlab.config_check import (
-    CONF_DIR,
-    check_command_line,
-    check_constructor_keys,
-    group_options,
-)
+from rnnlab.conf_dir import CONF_DIR, group_options
+from rnnlab.config_check import check_command_line
+from rnnlab.config_values import check_constructor_keys
 
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="refused only where torch finds no CUDA GPU")
 
@@ -65,7 +62,7 @@ CASES = [
     ("optimizer.lr=nan", "optimizer.lr", "finite"),
     ("optimizer.lr=inf", "optimizer.lr", "finite"),
     ("optimizer.weight_decay=nan", "optimizer.weight_decay", "finite"),
-    ("model.init_std=nan", "model.init_std", "finite"),
+    ("init=gaussian init.std=nan", "init.std", "finite"),
     ("model.dropout=-inf", "model.dropout", "finite"),
     ("trainer.gradient_clip_val=inf", "trainer.gradient_clip_val", "finite"),
     ("regularizer=l2 regularizer.l2.weight=nan", "regularizer.l2.weight", "finite"),

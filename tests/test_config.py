@@ -6,7 +6,7 @@ import pytest
 from hydra.utils import instantiate
 
 from conftest import compose_config
-from rnnlab.config_check import CONF_DIR, group_options
+from rnnlab.conf_dir import CONF_DIR, group_options
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
 ALL_OPTIONS = [(group, option) for group in GROUPS for option in group_options(group)]

@@ -30,7 +30,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from rnnlab.config_check import CONF_DIR
+from rnnlab.conf_dir import CONF_DIR
 
 SWEEPS_DIR = CONF_DIR.parent / "sweeps"
 SCALES = ("smoke", "laptop", "full")

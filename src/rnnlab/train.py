@@ -14,7 +14,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from rnnlab.config_check import CONF_DIR, PRIMARY_CONFIG, check_command_line
+from rnnlab.conf_dir import CONF_DIR, PRIMARY_CONFIG
+from rnnlab.config_check import check_command_line
 from rnnlab.errors import EXIT_BAD_INPUT, exit_on_bad_input
 from rnnlab.launch import share_machine_between_parallel_jobs
 from rnnlab.loggers import start_loggers

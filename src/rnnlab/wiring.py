@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from functools import partial
 
@@ -13,9 +14,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rnnlab.errors import ConfigError
-from rnnlab.models.budget import hidden_size_for_budget
+from rnnlab.models.budget import BUDGET_KEY, hidden_size_for_budget
 from rnnlab.models.compile import compile_cells
-from rnnlab.models.initialization import INIT_KEYS, initialize
 from rnnlab.tasks.wiring import task_wiring
 from rnnlab.training import TrainingSettings
 
@@ -38,17 +38,22 @@ def make(cfg: DictConfig, group: str, **kwargs):
         return instantiate(OmegaConf.select(cfg, group), **kwargs)
 
 
-def build_model(model_cfg: DictConfig, input_size: int, output_size: int, compile: bool = False):
-    """The model for the data's dims; ``param_budget`` (when set) picks its hidden_size, ``init`` its weights, and
-    ``compile`` compiles its hand-written cells' steps (``rnnlab.models.compile``)."""
+def build_model(
+    model_cfg: DictConfig, input_size: int, output_size: int, init: Callable | None = None, compile: bool = False
+):
+    """The model for the data's dims; ``param_budget`` (when set) picks its hidden_size, ``init`` (the ``init``
+    group's ``initialize``; None keeps the family's own) its weights, and ``compile`` compiles its hand-written cells'
+    steps (``rnnlab.models.compile``)."""
     model_cfg = model_cfg.copy()
     with open_dict(model_cfg):
-        budget = model_cfg.pop("param_budget", None)
-        init = {key: model_cfg.pop(key) for key in INIT_KEYS if key in model_cfg}
+        budget = model_cfg.pop(BUDGET_KEY, None)
     factory = partial(instantiate(model_cfg), input_size=input_size, output_size=output_size)
     if budget is not None:
         factory = partial(factory, hidden_size=hidden_size_for_budget(factory, budget))
-    model = initialize(factory(), **init)
+    model = factory()
+    if init is not None:
+        with config_errors("init"):
+            init(model)
     if compile:
         compile_cells(model)
     return model
@@ -64,8 +69,9 @@ def build(cfg: DictConfig, stats: pl.Callback):
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     with config_errors("task"):
         wiring = task_wiring(cfg.task, datamodule)
+    init = make(cfg, "init")
     with config_errors("model"):
-        model = build_model(cfg.model, wiring.input_size, wiring.output_size, compile=cfg.compile)
+        model = build_model(cfg.model, wiring.input_size, wiring.output_size, init, compile=cfg.compile)
     scheduler = make(cfg, "scheduler") if cfg.get("scheduler") else None
     optimizer = make(cfg, "optimizer")
     with config_errors("task"):

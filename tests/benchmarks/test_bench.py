@@ -18,7 +18,7 @@ import rnnlab.bench.models as bench
 from rnnlab.bench.cli import main
 from rnnlab.bench.models import REFERENCE_NAME, ModelRun, Sizes, model_configs, run_bench, selected_models
 from rnnlab.bench.timecap import TimeCap
-from rnnlab.config_check import CONF_DIR
+from rnnlab.conf_dir import CONF_DIR
 
 TINY = Sizes(batch=4, length=5, hidden=8, input=3, output=2)
 TINY_ARGS = ["--batch", "4", "--length", "5", "--hidden", "8", "--input", "3", "--output", "2"]

@@ -12,7 +12,7 @@ from hydra.utils import get_class
 
 from conftest import compose_config, read_record, run_cli
 from rnnlab.bench.models import SEQUENCE_LAYOUT, Sizes, layout_inputs, model_configs, train_step
-from rnnlab.config_check import group_options
+from rnnlab.conf_dir import group_options
 from rnnlab.wiring import build_model
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from conftest import compose_config, train_in_process
 from rnnlab.models.elman import Elman, Jordan
@@ -17,7 +18,7 @@ IN, H, OUT = 3, 5, 2
 
 def test_irnn_config_is_relu_elman_with_identity_recurrence(tmp_path):
     cfg = compose_config(tmp_path, ["model=irnn", "model.num_layers=2", "model.bidirectional=true"])
-    model = build_model(cfg.model, IN, OUT)
+    model = build_model(cfg.model, IN, OUT, init=instantiate(cfg.init))
     assert isinstance(model, Elman) and model.activation == "relu" and model.use_fused
     hh = [name for name, _ in model.rnn.named_parameters() if name.startswith("weight_hh")]
     assert len(hh) == 4  # 2 layers x 2 directions

@@ -14,7 +14,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from conftest import compose_config
-from rnnlab.config_check import CONF_DIR, group_options
+from rnnlab.conf_dir import CONF_DIR, group_options
 from rnnlab.models.base import reverse_padded
 from rnnlab.wiring import build_model
 

@@ -12,7 +12,6 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, train_in_process
 from rnnlab.errors import ConfigError
-from rnnlab.models.initialization import INIT_KEYS
 from rnnlab.models.reservoir import EchoStateNetwork, random_reservoir
 from zoo_checks import check_interface
 
@@ -114,9 +113,6 @@ def test_bad_settings_name_their_key(kwargs, key):
 
 def test_config_keys_are_constructor_arguments():
     cfg = OmegaConf.load(Path(REPO) / "conf" / "model" / "esn.yaml")
-    assert cfg.pop("param_budget") is None
-    for key in INIT_KEYS:  # read by rnnlab.models.initialization, not the constructor
-        cfg.pop(key)
     cfg.pop("defaults")
     model = instantiate(cfg)(input_size=IN, output_size=OUT)
     assert model.hidden_size == cfg.hidden_size

@@ -13,7 +13,6 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, train_in_process
 from rnnlab.errors import ConfigError
-from rnnlab.models.initialization import INIT_KEYS
 from rnnlab.models.unitary import (
     EfficientUnitaryCell,
     EfficientUnitaryRNN,
@@ -361,9 +360,6 @@ def test_bad_settings_name_their_key(build, key):
 @pytest.mark.parametrize("name", ["urnn", "eurnn", "orthogonal_rnn", "goru"])
 def test_config_keys_are_constructor_arguments(name):
     cfg = OmegaConf.load(Path(REPO) / "conf" / "model" / f"{name}.yaml")
-    assert cfg.pop("param_budget") is None
-    for key in INIT_KEYS:  # read by rnnlab.models.initialization, not the constructor
-        cfg.pop(key)
     model = instantiate(cfg)(input_size=IN, output_size=OUT)
     assert model.hidden_size == cfg.hidden_size
 

@@ -8,7 +8,7 @@ import statistics
 import pytest
 
 from fake_records import make_record
-from rnnlab.config_check import group_options
+from rnnlab.conf_dir import group_options
 from rnnlab.report.build import build_report
 from rnnlab.report.collect import group_studies, load_records
 from rnnlab.report.published import PublishedError, load, published_table

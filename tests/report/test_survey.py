@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fake_records import make_record
-from rnnlab.config_check import group_options
+from rnnlab.conf_dir import group_options
 from rnnlab.report.collect import group_studies, load_records
 from rnnlab.report.quantities import cost_series, reaches, task_baseline
 from rnnlab.report.survey import CLAIMS, ROWS

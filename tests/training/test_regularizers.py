@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from torch.nn.utils import parametrize
 
 from conftest import compose_config, train_in_process
-from rnnlab.config_check import CONF_DIR, check_command_line, group_options
+from rnnlab.conf_dir import CONF_DIR, group_options
+from rnnlab.config_check import check_command_line
 from rnnlab.errors import ConfigError
 from rnnlab.models.base import RecurrentCell, RecurrentNetwork
 from rnnlab.models.elman import Elman, Jordan

@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rnnlab.bench.common import CLOCKS
-from rnnlab.config_check import CONF_DIR, PRIMARY_CONFIG
+from rnnlab.conf_dir import CONF_DIR, PRIMARY_CONFIG
 from rnnlab.data.base import IGNORE_INDEX
 from rnnlab.record import RunStats
 

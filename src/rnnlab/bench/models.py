@@ -62,7 +62,7 @@ from omegaconf import OmegaConf, open_dict
 
 from rnnlab.bench.common import timed
 from rnnlab.bench.timecap import REPEAT_SHARE, RowTimeout, TimeCap
-from rnnlab.config_check import CONF_DIR, PRIMARY_CONFIG, group_options
+from rnnlab.conf_dir import CONF_DIR, PRIMARY_CONFIG, group_options
 from rnnlab.errors import ConfigError
 from rnnlab.measure import AllocatorPeak
 from rnnlab.models.budget import hidden_size_for_budget

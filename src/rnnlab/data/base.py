@@ -239,7 +239,7 @@ class SequenceDataModule(pl.LightningDataModule):
     @classmethod
     def input_layout(cls, config: Mapping) -> str:
         """The layout of ``inputs`` under ``config`` (this class's keyword arguments), known before any data is read:
-        ``rnnlab-train`` refuses at start a model whose ``input_layout`` differs (``rnnlab.config_check``)."""
+        ``rnnlab-train`` refuses at start a model whose ``input_layout`` differs (``rnnlab.config_values``)."""
         frames = cls.frames_with and all(config.get(key) == value for key, value in cls.frames_with.items())
         return FRAMES_LAYOUT if frames else SEQUENCE_LAYOUT
 

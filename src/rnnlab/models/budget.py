@@ -11,6 +11,7 @@ from torch import nn
 from rnnlab.errors import ConfigError
 
 TOLERANCE = 0.05
+BUDGET_KEY = "param_budget"  # the model config's key beside its constructor's (conf/model_keys.yaml)
 MAX_HIDDEN = 1 << 14
 
 

@@ -1,14 +1,15 @@
-"""Weight initialisation schemes selected by ``model.init`` (survey III.A), applied after a model is built.
+"""Weight initialisation schemes, the ``init`` config group (``init=xavier``; survey III.A), applied after a model is
+built (``rnnlab.wiring.build_model``).
 
 Schemes, for every model of the zoo:
 
 * ``default``: each family's own initialisation (torch's for the fused kernels), untouched.
-* ``gaussian``: every weight matrix drawn from N(0, init_std^2), biases zero (the survey's 0.001 / 0.01).
+* ``gaussian``: every weight matrix drawn from N(0, std^2), biases zero (the survey's 0.001 / 0.01).
 * ``xavier``: Glorot & Bengio 2010 uniform for every weight matrix (recurrent matrices one square gate block at a
   time), biases zero.
 * ``orthogonal``: each square block of the recurrent matrices orthogonal (Saxe et al. 2014); other weights untouched.
-* ``identity``: recurrent blocks the identity, biases zero and the other weights N(0, init_std^2) (the IRNN of
-  Le et al. 2015, which uses init_std 0.001).
+* ``identity``: recurrent blocks the identity, biases zero and the other weights N(0, std^2) (the IRNN of
+  Le et al. 2015, which uses std 0.001).
 
 ``forget_bias`` (Gers et al. 2000; Jozefowicz et al. 2015 use 1.0) sets the forget-gate bias of every LSTM weight
 set (``nn.LSTM`` / ``nn.LSTMCell`` layout, gates i, f, g, o): b_if = forget_bias, b_hf = 0.
@@ -27,11 +28,6 @@ from torch import nn
 from rnnlab.errors import ConfigError, require_choice, require_positive
 
 INIT_SCHEMES = ("default", "gaussian", "xavier", "orthogonal", "identity")
-# The model config's keys that are not the model constructor's (rnnlab.wiring.build_model reads them): the
-# parameter budget that picks hidden_size, and ``initialize``'s; each with its value that leaves a model as built
-# (init_std is read only under a non-default init).
-BUILD_KEYS = {"param_budget": None, "init": "default", "init_std": 0.01, "forget_bias": None}
-INIT_KEYS = ("init", "init_std", "forget_bias")
 
 
 def is_recurrent(name: str) -> bool:
@@ -48,34 +44,34 @@ def square_blocks(weight: torch.Tensor) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def initialize(model: nn.Module, init: str = "default", init_std: float = 0.01, forget_bias: float | None = None):
-    """Re-initialise ``model``'s weights in place by ``init`` (module docstring); returns the model."""
-    require_choice("init", init, INIT_SCHEMES)
-    require_positive(init_std=init_std)
-    if init != "default":
+def initialize(model: nn.Module, scheme: str = "default", std: float = 0.01, forget_bias: float | None = None):
+    """Re-initialise ``model``'s weights in place by ``scheme`` (module docstring); returns the model."""
+    require_choice("scheme", scheme, INIT_SCHEMES)
+    require_positive(std=std)
+    if scheme != "default":
         matrices = [
             (name, p) for name, p in model.named_parameters() if p.dim() >= 2 and "parametrizations" not in name
         ]
         recurrent = [p for name, p in matrices if is_recurrent(name) and p.dim() == 2]
-        if init in ("orthogonal", "identity") and not recurrent:
+        if scheme in ("orthogonal", "identity") and not recurrent:
             raise ConfigError(
-                "init", f"'{init}' sets recurrent matrices, and {type(model).__name__} has none it may change "
+                "scheme", f"'{scheme}' sets recurrent matrices, and {type(model).__name__} has none it may change "
                 "(its recurrence is parametrised, diagonal or absent); use default, gaussian or xavier"
             )
         for name, weight in matrices:
             if is_recurrent(name) and weight.dim() == 2:
                 for block in square_blocks(weight):
                     {
-                        "gaussian": lambda b: b.normal_(0.0, init_std),
+                        "gaussian": lambda b: b.normal_(0.0, std),
                         "xavier": nn.init.xavier_uniform_,
                         "orthogonal": nn.init.orthogonal_,
                         "identity": nn.init.eye_,
-                    }[init](block)
-            elif init == "xavier":
+                    }[scheme](block)
+            elif scheme == "xavier":
                 nn.init.xavier_uniform_(weight)
-            elif init in ("gaussian", "identity"):
-                weight.normal_(0.0, init_std)
-        if init != "orthogonal":
+            elif scheme in ("gaussian", "identity"):
+                weight.normal_(0.0, std)
+        if scheme != "orthogonal":
             for name, bias in model.named_parameters():
                 if bias.dim() == 1 and name.split(".")[-1].startswith("bias"):
                     bias.zero_()

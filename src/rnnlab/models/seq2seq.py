@@ -18,7 +18,6 @@ from torch import nn
 
 from rnnlab.errors import ConfigError, require_choice, require_positive
 from rnnlab.models.base import valid_step_mask
-from rnnlab.models.initialization import BUILD_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -375,15 +374,13 @@ class Seq2Seq(nn.Module):
 
 def build_family(key: str, factory: Callable[..., nn.Module], input_size: int, output_size: int, **sizes) -> nn.Module:
     """Build the encoder or decoder network from its partial config; the Seq2Seq's sizes replace the family's own,
-    and the whole-model keys (``BUILD_KEYS``, which rnnlab.wiring.build_model applies to the top-level model) are
-    dropped: inside encoder/decoder (e.g. from +model@model.encoder=lstm) they must keep their neutral values."""
+    and their own size keys are dropped."""
     if not callable(factory):
         raise ConfigError(key, "must be a recurrent model config with _partial_: true (e.g. the node of model=lstm)")
     if isinstance(factory, partial):
         keywords = dict(factory.keywords)
-        for name, neutral in BUILD_KEYS.items():
-            if keywords.pop(name, neutral) != neutral and name != "init_std":
-                raise ConfigError(f"{key}.{name}", f"set model.{name} instead: it applies to the whole encoder-decoder")
+        if keywords.pop("param_budget", None) is not None:
+            raise ConfigError(f"{key}.param_budget", "set model.param_budget instead: it sizes encoder and decoder")
         for name in SIZE_KEYS:
             keywords.pop(name, None)
         factory = partial(factory.func, *factory.args, **keywords)

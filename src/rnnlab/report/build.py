@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 
 import rnnlab.study as study_files
-from rnnlab.config_check import CONF_DIR, group_options
+from rnnlab.conf_dir import CONF_DIR, group_options
 from rnnlab.report import plots
 from rnnlab.report.collect import Study, check_conditions, group_studies
 from rnnlab.report.published import published_tables

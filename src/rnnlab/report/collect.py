@@ -254,16 +254,16 @@ TASK_COPIES = {"regularizers": "regularizer"}  # task key -> the top-level group
 
 def ignored(key: str, swept: Iterable[str]) -> bool:
     """Keys left out of the identical-conditions check: swept, seeds, paths, output dirs, logger ids, resuming and
-    display (``BOOKKEEPING``), and the task when the model is swept (a family that trains its own way selects its
-    LightningModule: conf/model/esn.yaml)."""
+    display (``BOOKKEEPING``), and the task and init groups when the model is swept (a family may select its
+    LightningModule and its initialisation: conf/model/esn.yaml, irnn.yaml)."""
     root = key.split(".", 1)[0]
     if root in IGNORED_ROOTS or key in SEED_KEYS or IGNORED_LEAF.search(key.rsplit(".", 1)[-1]):
         return True
     if any(key == kept or key.startswith(kept + ".") for kept in BOOKKEEPING):
         return True
+    if root in ("task", "init") and "model" in swept:
+        return True
     if root == "task":
-        if "model" in swept:
-            return True
         # the task config copies top-level groups (conf/task/sequence.yaml: training, regularizers, head)
         head, _, rest = key.partition(".")[2].partition(".")
         key = ".".join(part for part in (TASK_COPIES.get(head, head), rest) if part)

@@ -135,7 +135,7 @@ def load(text: str | None = None, *, check_configs: bool = True) -> list[Figure]
         raise PublishedError(f"{FILE}: a top-level 'figures' list is required")
     models = data = None
     if check_configs:
-        from rnnlab.config_check import group_options
+        from rnnlab.conf_dir import group_options
 
         models, data = set(group_options("model")), set(group_options("data"))
     figures = [parse(entry, models, data) for entry in entries]

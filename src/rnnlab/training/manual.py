@@ -85,7 +85,7 @@ class ManualRule:
     @classmethod
     def check(cls, model: nn.Module, regularizers: Mapping) -> None:
         """Refuse (``training.rule``) a model or regularizers the rule cannot train: what is known before any data is
-        read, so ``rnnlab-train`` checks it at start (``rnnlab.config_check``) on a model built for dummy sizes."""
+        read, so ``rnnlab-train`` checks it at start (``rnnlab.config_values``) on a model built for dummy sizes."""
         if getattr(model, "batch_keys", ()):
             raise rule_error(f"{cls.name} runs plain sequences; {type(model).__name__} reads extra batch keys")
 
