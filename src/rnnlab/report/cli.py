@@ -17,13 +17,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from rnnlab.errors import EXIT_BAD_INPUT
 from rnnlab.record import RecordError
 from rnnlab.report.build import Report, build_report
 from rnnlab.report.collect import MixedConditionsError, load_records, wandb_records
 from rnnlab.report.render import counts, write_report
 from rnnlab.report.tables import Table, arm_table
-
-EXIT_BAD_INPUT = 2
 
 
 def parser() -> argparse.ArgumentParser:
