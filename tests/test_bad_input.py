@@ -27,7 +27,8 @@ CASES = [
     ("optimizer=lion", "optimizer", "adam"),
     ("scheduler=onecycle", "scheduler", "cosine"),
     ("regularizer=[l2,bogus]", "regularizer", "zoneout"),
-    ("training=rtrl", "training", "default"),
+    ("training=rprop", "training", "tbptt"),
+    ("head=softmax", "head", "class_softmax"),
     ("trainer=tpu", "trainer", "ddp"),
     ("logger=mlflow", "logger", "tensorboard"),
     ("callbacks=fancy", "callbacks", "early_stopping"),
@@ -49,7 +50,8 @@ CASES = [
     ("+trainer.bogus=1", "trainer.bogus", "trainer.max_epochs"),
     ("+callbacks.model_checkpoint.bogus=1", "callbacks.model_checkpoint.bogus", "monitor"),
     ("regularizer=l2 +regularizer.l2.bogus=1", "regularizer.l2.bogus", "regularizer.l2.weight"),
-    ("+training.horizon=3", "training.horizon", "update_every"),
+    ("training=rtrl +training.horizon=3", "training.horizon", "update_every"),
+    ("training.k1=5", "training.k1", "training=tbptt"),
     # wrong types
     ("model.hidden_size=abc", "model.hidden_size", "int"),
     ("seed=1.5", "seed", "int"),
@@ -84,8 +86,8 @@ CASES = [
     ("data.batch_size=0", "data.batch_size", "positive"),
     ("data.seq_len=-1", "data.seq_len", "positive"),
     ("data.train_size=0", "data.train_size", "positive"),
-    ("training.rule=tbptt training.k1=0", "training.k1", "positive"),
-    ("training.rule=tbptt training.k1=10 training.k2=5", "training.k2", ">= k1"),
+    ("training=tbptt training.k1=0", "training.k1", "positive"),
+    ("training=tbptt training.k1=10 training.k2=5", "training.k2", ">= k1"),
     ("regularizer=zoneout regularizer.zoneout.p=-0.1", "regularizer.zoneout.p", "[0, 1]"),
     ("regularizer=dropout regularizer.dropout.p=1.5", "regularizer.dropout.p", "[0, 1)"),
     ("regularizer=l1 regularizer.l1.weight=-1", "regularizer.l1.weight", ">= 0"),
@@ -96,7 +98,7 @@ CASES = [
     pytest.param("trainer.accelerator=gpu", "trainer.accelerator", "CUDA", marks=NO_GPU),
     pytest.param("trainer.accelerator=cuda", "trainer.accelerator", "CUDA", marks=NO_GPU),
     pytest.param("trainer=gpu", "trainer.accelerator", "CUDA", marks=NO_GPU),
-    ("training.rule=rprop", "training.rule", "tbptt"),
+    ("training=rtrl training.update_every=0", "training.update_every", "positive"),
     ("data=digits data.layout=diagonal", "data.layout", "image"),
     ("data=moving_digits data.mode=guess", "data.mode", "classify"),
     # a model that reads another layout or batch keys than the data gives
@@ -108,11 +110,11 @@ CASES = [
     ("model=memn2n data=adding", "model", "data=babi_synthetic data.structure=true"),
     ("model=tree_lstm data=trees", "data.structure", "parents"),
     # a learning rule or regularizer the model cannot take
-    ("training.rule=rtrl model=gru", "training.rule", "elman"),
-    ("training.rule=tbptt model=blstm", "training.rule", "bidirectional"),
-    ("training.rule=gf model=irnn", "training.rule", "relu"),
-    ("training.rule=bu model=lstm model.num_layers=2", "training.rule", "num_layers=2"),
-    ("training.rule=rtrl model=elman regularizer=zoneout", "training.rule", "l1, l2"),
+    ("training=rtrl model=gru", "training", "elman"),
+    ("training=tbptt model=blstm", "training", "bidirectional"),
+    ("training=gf model=irnn", "training", "relu"),
+    ("training=bu model=lstm model.num_layers=2", "training", "num_layers=2"),
+    ("training=rtrl model=elman regularizer=zoneout", "training", "l1, l2"),
     ("regularizer=dropout model=mdlstm data=digits data.layout=image", "regularizer.dropout", "RecurrentNetwork"),
     ("regularizer=zoneout model=lstm model.implementation=fused", "regularizer.zoneout", "implementation=auto"),
     # monitored metrics
@@ -175,8 +177,9 @@ def test_the_table_is_long_enough():
         "model=convlstm data=moving_digits data.flatten=false",
         "model=memn2n data=babi_synthetic data.structure=true",
         "model=tree_lstm data=trees data.structure=true",
-        "training.rule=rtrl model=elman regularizer=l2",
-        "training.rule=tbptt model=lstm regularizer=[l2,zoneout]",
+        "training=rtrl model=elman regularizer=l2",
+        "training=tbptt model=lstm regularizer=[l2,zoneout]",
+        "model=esn training=bptt head=full",
         "model=seq2seq data=reversal",
         "optimizer.lr=0 trainer.max_epochs=-1 trainer.max_steps=10 trainer.devices=auto",
         "callbacks=[default,early_stopping] callbacks.early_stopping.monitor=val/acc optimized_metric=test/mse",
@@ -189,7 +192,7 @@ def test_good_command_lines_pass(args):
 
 
 @pytest.mark.parametrize("group", ["model", "data", "optimizer", "scheduler", "regularizer", "task", "trainer",
-                                   "logger", "callbacks"])
+                                   "logger", "callbacks", "training", "head", "init"])
 def test_every_shipped_config_uses_only_keys_its_constructor_takes(group):
     """The constructor-key check (``+model.bogus=1``) refuses nothing that conf/ ships (every option, uncomposed)."""
     for name in group_options(group):

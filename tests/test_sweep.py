@@ -42,12 +42,15 @@ def is_sweep(arg: str) -> bool:
 
 def test_a_group_is_one_multirun_with_the_scale_applied(tmp_path):
     commands = group_commands("table2_learning_rules", "smoke", tmp_path)
-    rules = commands["rules"]
-    assert rules[:3] == ["-m", "name=table2_learning_rules-rules",
-                         f"hydra.sweep.dir={tmp_path / 'sweeps/table2_learning_rules/smoke/rules'}"]
-    assert "model.hidden_size=4,8,16" in rules and "seed=0" in rules  # the smoke lists replace the group's
-    assert "training.rule=bptt,tbptt,rtrl,bu,gf" in rules
-    assert rules.index("debug=fast") > rules.index("model=elman")  # scale overrides come after the group's
+    methods = commands["methods"]
+    assert methods[:3] == ["-m", "name=table2_learning_rules-methods",
+                           f"hydra.sweep.dir={tmp_path / 'sweeps/table2_learning_rules/smoke/methods'}"]
+    assert "seed=0" in methods and "seed=0,1,2" not in methods  # the smoke list replaces the group's
+    assert "optimizer=sgd,adam,hessian_free,ekf,dekf,cmaes,genetic" in methods
+    assert methods.index("debug=fast") > methods.index("model=elman")  # scale overrides come after the group's
+    tbptt = commands["rules/tbptt"]  # one arm per learning rule, each with its own file's keys
+    assert "training=tbptt" in tbptt and "training.k1=5" in tbptt and "model.hidden_size=4,8,16" in tbptt
+    assert "training.k1=5" not in commands["rules/rtrl"]
 
 
 def test_arms_run_as_one_multirun_each_under_the_group(tmp_path):

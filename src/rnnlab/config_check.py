@@ -82,7 +82,17 @@ def check_key_exists(config: DictConfig, key: str) -> None:
         allowed = ", ".join(
             f"{parent_key}.{k}" if parent_key else str(k) for k in parent.keys() if not str(k).startswith("_")
         )
-        raise ConfigError(key, f"unknown key; allowed: {allowed} (add a new key with +{key}=...)")
+        having = [f"{parent_key}={name}" for name in options_with_key(parent_key, leaf)]
+        hint = f"{' or '.join(having)} has it" if having else f"add a new key with +{key}=..."
+        raise ConfigError(key, f"unknown key; allowed: {allowed or 'none'} ({hint})")
+
+
+def options_with_key(group: str, key: str) -> list[str]:
+    """The options of config group ``group`` (a folder of conf/) whose file sets ``key``: ``training.k1`` on
+    ``training=bptt`` is a key of ``training=tbptt``."""
+    if not group or not (CONF_DIR / group).is_dir():
+        return []
+    return [name for name in group_options(group) if key in OmegaConf.load(CONF_DIR / group / f"{name}.yaml")]
 
 
 def is_group(name: str) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from hydra._internal.utils import _locate
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from rnnlab.conf_dir import CONF_DIR, group_options
@@ -298,9 +298,8 @@ def check_built(config: DictConfig, typed: set[str]) -> None:
     """Build what is cheap and reads no data: the datamodule (its files only checked when ``data.root`` is typed:
     a default root may exist only where the jobs run), each regularizer, the learning rule's settings; with a rule
     other than bptt or with regularizers, a model for dummy sizes to check that they fit it."""
-    from rnnlab.training import TrainingSettings
+    from rnnlab.tasks.wiring import takes_argument
     from rnnlab.training.regularizers import Regularization
-    from rnnlab.training.rules import RULE_CLASSES
 
     if "_target_" in (config.get("data") or {}):
         with prefixed("data"):
@@ -312,21 +311,31 @@ def check_built(config: DictConfig, typed: set[str]) -> None:
         with prefixed(f"regularizer.{name}"):
             regularizers[name] = instantiate(config.regularizer[name])
     settings = None
-    with prefixed("training"):
-        settings = TrainingSettings.from_config(config.get("training"))
-    task = config.get("task") or {}
-    rule = RULE_CLASSES.get(settings.rule) if settings is not None and "training" in task else None
+    if config.get("training"):
+        with prefixed("training"):
+            settings = instantiate(config.training)
+    task_class = task_class_of(config)
+    trains = task_class is not None and takes_argument(task_class, "training")
+    rule = settings.rule_class if settings is not None and trains else None
     if len(regularizers) < len(config.get("regularizer") or {}):
         return  # one could not be built: the run reports it
-    regularizers = regularizers if "regularizers" in task else {}
+    regularizers = regularizers if task_class is not None and takes_argument(task_class, "regularizers") else {}
     if rule is None and not regularizers:
         return
     model = dummy_model(config.model)
-    with prefixed("model"):  # keys are full (regularizer.<name>, training.rule); other failures are the run's
+    with prefixed("model"):  # keys are full (regularizer.<name>, training); other failures are the run's
         if model is not None:
             Regularization(model, regularizers)  # attaching refuses a model it cannot reach into
             if rule is not None:
                 rule.check(model, regularizers)
+
+
+def task_class_of(config: DictConfig) -> type | None:
+    """The class the ``task`` group builds, or None when it cannot be found (the run reports why)."""
+    try:
+        return get_class(config.task._target_)
+    except Exception:  # noqa: BLE001 - a task that cannot be found is the run's to report, with its record
+        return None
 
 
 def dummy_model(model_config: DictConfig) -> Any:

@@ -12,8 +12,8 @@ class ConfigError(ValueError):
 
     ``key`` names the offending config key relative to its group (``hidden_size``); the caller that knows the group
     (``model``) prefixes it, so the user reads ``model.hidden_size``. ``full=True`` says ``key`` is already the key the
-    user types (``training.rule``: the task reads the ``training`` group through an interpolation), so no caller
-    prefixes it.
+    user types (``training``: a refusal of the learning rule, raised while the task is built), so no caller prefixes
+    it.
     """
 
     def __init__(self, key: str, message: str, *, full: bool = False):

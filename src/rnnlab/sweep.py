@@ -18,6 +18,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from rnnlab.errors import EXIT_BAD_INPUT
 from rnnlab.launch import outcome_lines, record_stamps, records_since
 from rnnlab.study import SCALES, SweepError, group_commands, load_study
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         commands = group_commands(args.study, args.scale, args.log_dir.resolve(), args.overrides)
     except SweepError as error:
         print(f"rnnlab-sweep: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     train = str(Path(sys.executable).parent / "rnnlab-train")
     if args.dry_run:
         for group, command in commands.items():

@@ -9,15 +9,13 @@ from functools import partial
 
 import hydra
 import pytorch_lightning as pl
-from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rnnlab.errors import ConfigError
 from rnnlab.models.budget import BUDGET_KEY, hidden_size_for_budget
 from rnnlab.models.compile import compile_cells
-from rnnlab.tasks.wiring import task_wiring
-from rnnlab.training import TrainingSettings
+from rnnlab.tasks.wiring import takes_argument, task_wiring
 
 
 @contextmanager
@@ -61,22 +59,25 @@ def build_model(
 
 def build(cfg: DictConfig, stats: pl.Callback):
     """Instantiate datamodule, model, task module, loggers and trainer (``stats`` among its callbacks)."""
-    check_task_honours_training(cfg)
+    task_class = get_class(cfg.task._target_)
+    arguments = training_arguments(cfg, task_class)  # before any data is read: a bad setting fails first
     datamodule = make(cfg, "data")
     with config_errors("data"):
         datamodule.prepare_data()
         datamodule.setup("fit")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    with config_errors("task"):
-        wiring = task_wiring(cfg.task, datamodule)
+    make_head = (lambda counts: make(cfg, "head", counts=counts)) if cfg.get("head") else None
+    wiring = task_wiring(cfg.task, datamodule, make_head)
     init = make(cfg, "init")
     with config_errors("model"):
         model = build_model(cfg.model, wiring.input_size, wiring.output_size, init, compile=cfg.compile)
+    if wiring.head is not None:
+        arguments["head"] = wiring.head
     scheduler = make(cfg, "scheduler") if cfg.get("scheduler") else None
     optimizer = make(cfg, "optimizer")
     with config_errors("task"):
         module = instantiate(cfg.task)(
-            model=model, spec=datamodule.task, optimizer=optimizer, scheduler=scheduler, **wiring.task_kwargs
+            model=model, spec=datamodule.task, optimizer=optimizer, scheduler=scheduler, **arguments
         )
     loggers = [make(cfg, "logger." + name) for name, node in (cfg.get("logger") or {}).items() if node]
     callbacks = [make(cfg, "callbacks." + name) for name, node in (cfg.get("callbacks") or {}).items() if node]
@@ -84,14 +85,17 @@ def build(cfg: DictConfig, stats: pl.Callback):
     return datamodule, module, loggers, trainer
 
 
-def check_task_honours_training(cfg: DictConfig) -> None:
-    """``training.*`` is valid, and a learning rule other than BPTT or a regularizer goes to a task that honours it
-    (esn fits its readout in closed form)."""
-    training = cfg.get("training")
-    with config_errors("training"):
-        TrainingSettings.from_config(training)
-    task = HydraConfig.get().runtime.choices.get("task")
-    if training is not None and training.rule != "bptt" and "training" not in cfg.task:
-        raise ConfigError("training.rule", f"is {training.rule}, but task {task} trains its own way; use bptt")
-    if cfg.get("regularizer") and "regularizers" not in cfg.task:
-        raise ConfigError("regularizer", f"task {task} trains its own way and takes no regularizers; use none")
+def training_arguments(cfg: DictConfig, task_class: type) -> dict:
+    """The ``training`` group's settings and the ``regularizer`` group's regularizers, as arguments of a task whose
+    constructor takes them. A task that trains its own way (esn fits its readout in closed form) takes neither and
+    refuses a learning rule other than bptt, and any regularizer."""
+    training = make(cfg, "training") if cfg.get("training") else None
+    regularizers = {name: make(cfg, f"regularizer.{name}") for name in cfg.get("regularizer") or {}}
+    own_way = f"task {task_class.__name__} trains its own way"
+    if training is not None and training.rule != "bptt" and not takes_argument(task_class, "training"):
+        raise ConfigError("training", f"is {training.rule}, but {own_way}; use training=bptt", full=True)
+    if regularizers and not takes_argument(task_class, "regularizers"):
+        raise ConfigError("regularizer", f"{own_way} and takes no regularizers; use regularizer=none", full=True)
+    arguments = {"training": training, "regularizers": regularizers}
+    return {name: value for name, value in arguments.items() if takes_argument(task_class, name)}
+

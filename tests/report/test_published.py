@@ -38,7 +38,7 @@ def test_every_published_figure_is_complete_and_names_existing_configs():
     ("- {id: x, figure: 1, unit: u, metric: test/acc, checked: c, models: [lstm], data: no_such_data,"
      " citation: {authors: A, year: 2000, venue: V}}", "no conf/data/no_such_data.yaml"),
     ("- {id: x, figure: 1, unit: u, metric: time_exponent, checked: c, rules: [backprop],"
-     " citation: {authors: A, year: 2000, venue: V}}", "unknown training.rule backprop"),
+     " citation: {authors: A, year: 2000, venue: V}}", "unknown learning rule backprop"),
 ])
 def test_a_malformed_entry_is_refused_naming_what_is_wrong(entry, message):
     with pytest.raises(PublishedError, match=message):

@@ -234,3 +234,34 @@ def test_cost_claims_skip_arms_matched_by_a_parameter_budget(tmp_path):
     study = study_of(tmp_path)
     assert judge(claim("LSTM has more parameters than a simple RNN"), study, settings(study)) is None
     assert judge(claim("LSTM uses more memory than a simple RNN"), study, settings(study)) is None
+
+
+def rule_file_sweep(root, rule: str, exponent: float, own_settings: dict):
+    """Records as ``training=<rule>`` writes them: the rule's settings class as ``_target_``, and ``own_settings``
+    (keys only that rule's file has) typed on the command line."""
+    target = {"bptt": "TrainingSettings", "rtrl": "RTRLSettings"}[rule]
+    for n in (8, 16, 32):
+        for seed in (0, 1, 2):
+            micros = 0.01 * n**exponent * (1 + 0.02 * seed)
+            make_record(root / f"{rule}{n}_{seed}", model="elman", seed=seed, hidden_size=n,
+                        overrides=[f"training={rule}", *(f"training.{k}={v}" for k, v in own_settings.items()),
+                                   f"model.hidden_size={n}", f"seed={seed}"],
+                        config={"training": {"_target_": f"rnnlab.training.rules.{target}", **own_settings},
+                                "model": {"hidden_size": n}},
+                        flops_per_token=1000 * micros, cpu_ms_per_step=micros * 100 / 1000, metrics={"test/mse": 0.1})
+
+
+def test_rules_pair_across_keys_only_one_rules_file_has(tmp_path):
+    """``training.update_every`` exists under rtrl only: bptt's arms leave it unset, and the pair still forms."""
+    rule_file_sweep(tmp_path / "a", "rtrl", 4.0, {"update_every": 2})
+    rule_file_sweep(tmp_path / "a", "bptt", 2.0, {})
+    study = study_of(tmp_path / "a")
+    assert "training.update_every" in study.swept
+    labels = {frozenset(arm.label.split()) for arm in study.arms}
+    assert {"training=bptt", "model.hidden_size=8"} in labels  # no training.update_every=- for bptt
+    assert {"training=rtrl", "training.update_every=2", "model.hidden_size=8"} in labels
+    judgement = judge(claim("RTRL costs more time per step than BPTT"), study, settings(study))
+    assert judgement.verdict == "supported", judgement.evidence
+    assert "training=rtrl" in judgement.evidence and "model.hidden_size=8" in judgement.evidence
+    fits = {s.label: s.fit.exponent for s in cost_series(study) if s.measure == "FLOPs"}
+    assert sorted(fits.values()) == pytest.approx([2.0, 4.0], abs=1e-9)

@@ -8,7 +8,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from conftest import compose_config
+from conftest import compose_config, train_in_process
 from rnnlab.data.base import SequenceDataModule, SequenceDataset, TaskSpec
 from rnnlab.data.synthetic import AddingDataModule, CopyDataModule
 from rnnlab.errors import ConfigError
@@ -189,3 +189,17 @@ def test_model_esn_selects_the_esn_task(tmp_path):
     assert cfg.hydra.runtime.choices.task == "esn"
     assert cfg.task._target_ == "rnnlab.tasks.esn.EchoStateTask"
     assert compose_config(tmp_path, ["model=esn", "task=sequence"]).hydra.runtime.choices.task == "sequence"
+
+
+@pytest.mark.parametrize(
+    "overrides,error",
+    [
+        (["training=rtrl"], "training: is rtrl, but task EchoStateTask trains its own way; use training=bptt"),
+        (["regularizer=l2"], "regularizer: task EchoStateTask trains its own way and takes no regularizers; use "
+                             "regularizer=none"),
+    ],
+)
+def test_the_esn_task_refuses_a_learning_rule_and_regularizers(tmp_path, overrides, error):
+    """Its constructor takes neither ``training`` nor ``regularizers`` (``rnnlab.tasks.wiring.takes_argument``)."""
+    record = train_in_process(tmp_path, "model=esn", "model.hidden_size=8", *overrides, "debug=fast")
+    assert record["status"] == "failed" and record["error"] == error

@@ -9,15 +9,17 @@ from functools import partial
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.nn import functional as F
 
 from conftest import train_in_process
+from rnnlab.conf_dir import CONF_DIR
 from rnnlab.data.base import IGNORE_INDEX, TaskSpec
 from rnnlab.data.text import PTBWordDataModule
 from rnnlab.errors import ConfigError
 from rnnlab.models.gated import LSTM
 from rnnlab.tasks.heads import (
-    HEADS,
+    HEAD_CLASSES,
     NCE,
     ClassSoftmax,
     HierarchicalSoftmax,
@@ -25,9 +27,9 @@ from rnnlab.tasks.heads import (
     code_lengths,
     frequency_classes,
     huffman_tree,
-    make_head,
 )
 from rnnlab.tasks.sequence import SequenceTask
+from rnnlab.wiring import make
 
 LM_SPEC = TaskSpec(kind="classification", per_step=True, metric="ppl", input_vocab=50, stateful=False)
 
@@ -59,7 +61,7 @@ def test_every_head_is_normalised_and_its_training_nll_matches_the_full_table(na
     torch.manual_seed(0)
     counts = zipf_counts(57)
     counts[40:] = 0  # unseen words still get probability
-    head = make_head(name, 6, counts, **options)
+    head = HEAD_CLASSES[name](6, counts, **options)
     with torch.no_grad():
         for parameter in head.parameters():
             parameter.normal_(0, 1.0)  # scores far from 0, so normalisation is really tested
@@ -253,10 +255,8 @@ def test_sampled_heads_start_at_the_unigram_and_draw_noise_from_it():
 def lm_task(head: str, **options) -> tuple[SequenceTask, dict]:
     torch.manual_seed(0)
     model = LSTM(input_size=8, output_size=6, hidden_size=12)
-    task = SequenceTask(
-        model, LM_SPEC, partial(torch.optim.Adam, lr=0.01), embedding_dim=8, head=head, head_options=options,
-        unigram_counts=zipf_counts(50),
-    )
+    output_head = None if head == "full" else HEAD_CLASSES[head](6, zipf_counts(50), **options)
+    task = SequenceTask(model, LM_SPEC, partial(torch.optim.Adam, lr=0.01), embedding_dim=8, head=output_head)
     targets = torch.randint(0, 50, (3, 7))
     targets[2, 5:] = IGNORE_INDEX
     batch = {"inputs": torch.randint(0, 50, (3, 7)), "lengths": torch.tensor([7, 7, 5]), "targets": targets}
@@ -291,27 +291,52 @@ def test_full_head_keeps_the_models_readout():
     assert task.output_head is None
 
 
-def test_bad_head_settings_raise_config_errors_naming_the_key():
-    with pytest.raises(ConfigError, match="^head: got 'softmax'; allowed: " + ", ".join(HEADS)):
-        lm_task("softmax")
-    with pytest.raises(ConfigError, match="^head_options.classes: must be null or an integer in \\[1, 50\\]"):
-        lm_task("class_softmax", classes=51)
-    with pytest.raises(ConfigError, match="^head_options.tree: got 'random'"):
-        lm_task("hierarchical_softmax", tree="random")
-    with pytest.raises(ConfigError, match="^head_options.samples: must be a positive integer"):
-        lm_task("nce", samples=0)
-    with pytest.raises(ConfigError, match="^head_options.size: unknown option"):
-        lm_task("nce", size=3)
+@pytest.mark.parametrize(
+    "option,settings,message",
+    [
+        ("class_softmax", {"classes": 51}, "^head.classes: must be null or an integer in \\[1, 50\\], got 51$"),
+        ("hierarchical_softmax", {"tree": "random"}, "^head.tree: got 'random'; allowed: huffman, balanced$"),
+        ("nce", {"samples": 0}, "^head.samples: must be a positive integer, got 0$"),
+        ("nce", {"learn_log_z": "yes"}, "^head.learn_log_z: must be true or false, got 'yes'$"),
+        ("sampled", {"features": 0}, "^head.features: must be a positive integer, got 0$"),
+    ],
+)
+def test_bad_head_settings_raise_config_errors_naming_the_key(option, settings, message):
+    """The shipped conf/head file with one setting changed, built as the app builds it (``rnnlab.wiring.make``)."""
+    head = OmegaConf.merge(OmegaConf.load(CONF_DIR / "head" / f"{option}.yaml"), settings)
+    config = OmegaConf.create({"task": {"embedding_dim": 6}, "head": head})
+    with pytest.raises(ConfigError, match=message):
+        make(config, "head", counts=zipf_counts(50))
+
+
+def test_the_task_refuses_a_head_its_data_or_model_cannot_use():
     model = LSTM(input_size=3, output_size=4, hidden_size=5)
     regression = TaskSpec(kind="regression", per_step=True, metric="mse")
     with pytest.raises(ConfigError, match="^head: nce needs per-step classification data"):
-        SequenceTask(model, regression, partial(torch.optim.Adam), head="nce", unigram_counts=zipf_counts(4))
+        SequenceTask(model, regression, partial(torch.optim.Adam), head=NCE(4, zipf_counts(4)))
+    with pytest.raises(ConfigError, match="^head: class_softmax reads 5 features; the model writes 4$"):
+        SequenceTask(model, LM_SPEC, partial(torch.optim.Adam), embedding_dim=3, head=ClassSoftmax(5, zipf_counts(50)))
 
 
 def test_train_reports_a_head_on_data_without_unigram_counts(tmp_path):
-    record = train_in_process(tmp_path, "data=adding", "task.head=class_softmax", "debug=fast")
+    record = train_in_process(tmp_path, "data=adding", "head=class_softmax", "debug=fast")
     assert record["status"] == "failed"
-    assert record["error"].startswith("task.head: class_softmax needs the training split's unigram counts")
+    assert record["error"].startswith("head: a head other than full needs the training split's unigram counts")
+
+
+def test_train_builds_the_head_of_the_group_with_its_features(tmp_path, shared_data):
+    """``head=nce head.features=16``: the model writes 16 features, and the head (16 x V weights and V biases) is
+    counted among the run's parameters."""
+    record = train_in_process(
+        tmp_path, "data=ptb_word", f"data.root={shared_data / 'ptb'}", "data.max_train_tokens=5000",
+        "data.cache_dir=null", "head=nce", "head.features=16", "head.samples=8", "model=elman", "model.hidden_size=8",
+        "task.embedding_dim=8", "debug=fast",
+    )
+    assert record["status"] == "completed", record["error"]
+    assert record["config"]["head"]["features"] == 16 and "head" not in record["config"]["task"]
+    vocab = 10_000
+    elman = 8 * 8 + 8 * 8 + 2 * 8 + 8 * 16 + 16  # input, recurrent, two biases (torch's RNN), readout to 16 features
+    assert record["params"] == elman + 16 * vocab + vocab
 
 
 # ------------------------------------------------------------------------------------------------ learning on PTB
@@ -336,7 +361,7 @@ def test_short_ptb_run_beats_the_unigram(head, shared_data, tmp_path, one_thread
     root = str(shared_data / "ptb")
     record = train_in_process(
         tmp_path, "data=ptb_word", f"data.root={root}", f"data.max_train_tokens={TRAIN_TOKENS}",
-        "data.cache_dir=null", "model=gru", "model.hidden_size=128", "task.embedding_dim=64", f"task.head={head}",
+        "data.cache_dir=null", "model=gru", "model.hidden_size=128", "task.embedding_dim=64", f"head={head}",
         "optimizer.lr=0.01", "trainer.max_epochs=1", "+trainer.limit_val_batches=2",
         f"+trainer.limit_test_batches={TEST_BATCHES}",
     )

@@ -509,7 +509,8 @@ def test_regularizer_group_composes_several_options_each_with_its_keys(tmp_path)
         tmp_path, ["regularizer=[l2,zoneout]", "regularizer.l2.weight=0.5", "regularizer.zoneout.p=0.2"]
     )
     assert set(cfg.regularizer) == {"l2", "zoneout"}
-    assert cfg.task.regularizers.l2.weight == 0.5 and cfg.task.regularizers.zoneout.p == 0.2
+    assert cfg.regularizer.l2.weight == 0.5 and cfg.regularizer.zoneout.p == 0.2
+    assert "regularizers" not in cfg.task  # the task receives them from rnnlab.wiring, not as a copy
     check_command_line(["regularizer=[l2,zoneout]", "regularizer.zoneout.p=0.2"])
     with pytest.raises(ConfigError, match="regularizer"):
         check_command_line(["regularizer=[l2,bogus]"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import fields
 
 import pytest
 import pytorch_lightning as pl
@@ -17,17 +18,27 @@ from rnnlab.data.base import TaskSpec
 from rnnlab.errors import ConfigError
 from rnnlab.models.elman import Elman
 from rnnlab.models.gated import GRU, LSTM
+from rnnlab.report.collect import training_rule
 from rnnlab.tasks.cost import fitted_exponent, measure_costs
 from rnnlab.tasks.sequence import SequenceTask
 from rnnlab.training.regularizers import L2, Zoneout
+from rnnlab.training.rules import SETTINGS_OF_RULE, TrainingSettings
 
 INPUT, OUTPUT = 3, 2
+
+
+def settings(training: dict | None) -> TrainingSettings | None:
+    """The ``training`` group's object for ``{"rule": <its file>, <keys>}``; keys of other rules are left out."""
+    if training is None:
+        return None
+    cls = SETTINGS_OF_RULE[training["rule"]]
+    return cls(**{key: value for key, value in training.items() if key in {f.name for f in fields(cls)}})
 
 
 def make_task(model, training, per_step=True, kind="regression", pooling="last"):
     spec = TaskSpec(kind=kind, per_step=per_step, metric="mse" if kind == "regression" else "acc")
     return SequenceTask(
-        model, spec, optimizer=functools.partial(torch.optim.SGD, lr=0.1), pooling=pooling, training=training
+        model, spec, optimizer=functools.partial(torch.optim.SGD, lr=0.1), pooling=pooling, training=settings(training)
     )
 
 
@@ -168,7 +179,8 @@ def test_a_stateful_stream_carries_the_sensitivity(rule):
     summed gradients are BPTT's over the whole stream."""
     torch.manual_seed(0)
     spec = TaskSpec(kind="regression", per_step=True, metric="mse", stateful=True)
-    task = SequenceTask(Elman(INPUT, OUTPUT, hidden_size=5).double(), spec, optimizer=None, training={"rule": rule})
+    model = Elman(INPUT, OUTPUT, hidden_size=5).double()
+    task = SequenceTask(model, spec, optimizer=None, training=settings({"rule": rule}))
     stream = make_batch(lengths=(6, 6), steps=6)
     reference, _ = bptt_sum_gradient(task, stream)
     total = [torch.zeros_like(p) for p in parameters(task)]
@@ -285,7 +297,7 @@ def fit_two_epochs(training, regularizers=None, **trainer_kwargs):
         TaskSpec(kind="regression", per_step=False, metric="mse"),
         optimizer=functools.partial(torch.optim.SGD, lr=0.5),
         scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.1),
-        training=training,
+        training=settings(training),
         regularizers=regularizers,
     )
     trainer = pl.Trainer(
@@ -326,8 +338,8 @@ def test_regularizers_inside_the_recurrence_are_refused_by_rtrl():
     spec = TaskSpec(kind="regression", per_step=True, metric="mse")
     with pytest.raises(ConfigError) as error:
         SequenceTask(Elman(INPUT, OUTPUT, hidden_size=4), spec, optimizer=None, regularizers={"zoneout": Zoneout()},
-                     training={"rule": "rtrl"})
-    assert error.value.key == "training.rule" and "zoneout" in str(error.value)
+                     training=settings({"rule": "rtrl"}))
+    assert error.value.key == "training" and "zoneout" in str(error.value)
 
 
 @pytest.mark.parametrize("rule", ["rtrl", "bu", "gf", "tbptt"])
@@ -362,25 +374,36 @@ def test_a_non_finite_loss_stops_without_updating(rule):
 
 
 @pytest.mark.parametrize(
-    "training,model,key",
+    "training,key",
     [
-        ({"rule": "rprop"}, None, "training.rule"),
-        ({"rule": "tbptt", "k1": 10, "k2": 5}, None, "training.k2"),
-        ({"rule": "tbptt", "k1": 0}, None, "training.k1"),
-        ({"rule": "rtrl", "update_every": 1.5}, None, "training.update_every"),
-        ({"rule": "rtrl", "horizon": 3}, None, "training.horizon"),
-        ({"rule": "rtrl"}, GRU(INPUT, OUTPUT, hidden_size=4), "training.rule"),
-        ({"rule": "bu"}, Elman(INPUT, OUTPUT, hidden_size=4, num_layers=2), "training.rule"),
-        ({"rule": "gf"}, GRU(INPUT, OUTPUT, hidden_size=4), "training.rule"),
-        ({"rule": "gf"}, Elman(INPUT, OUTPUT, hidden_size=4, activation="relu"), "training.rule"),
-        ({"rule": "rtrl"}, LSTM(INPUT, OUTPUT, hidden_size=4, peepholes=True), "training.rule"),
-        ({"rule": "tbptt"}, LSTM(INPUT, OUTPUT, hidden_size=4, bidirectional=True), "training.rule"),
+        ({"rule": "tbptt", "k1": 10, "k2": 5}, "k2"),
+        ({"rule": "tbptt", "k1": 0}, "k1"),
+        ({"rule": "rtrl", "update_every": 1.5}, "update_every"),
+        ({"rule": "gf", "update_every": True}, "update_every"),
+        ({"rule": "bu", "block": 0}, "block"),
     ],
 )
-def test_bad_settings_name_their_key(training, model, key):
+def test_bad_settings_name_their_key_in_the_group(training, key):
     with pytest.raises(ConfigError) as error:
-        make_task(model or LSTM(INPUT, OUTPUT, hidden_size=4), training)
+        settings(training)
     assert error.value.key == key
+
+
+@pytest.mark.parametrize(
+    "rule,model",
+    [
+        ("rtrl", GRU(INPUT, OUTPUT, hidden_size=4)),
+        ("bu", Elman(INPUT, OUTPUT, hidden_size=4, num_layers=2)),
+        ("gf", GRU(INPUT, OUTPUT, hidden_size=4)),
+        ("gf", Elman(INPUT, OUTPUT, hidden_size=4, activation="relu")),
+        ("rtrl", LSTM(INPUT, OUTPUT, hidden_size=4, peepholes=True)),
+        ("tbptt", LSTM(INPUT, OUTPUT, hidden_size=4, bidirectional=True)),
+    ],
+)
+def test_a_model_the_rule_cannot_train_is_refused_naming_the_group(rule, model):
+    with pytest.raises(ConfigError) as error:
+        make_task(model, {"rule": rule})
+    assert error.value.key == "training" and error.value.full
     if "GRU" in str(error.value):
         assert "elman" in str(error.value) and "lstm" in str(error.value)
 
@@ -394,25 +417,25 @@ def test_whole_sequence_losses_are_refused():
 @pytest.mark.parametrize("rule", ["bptt", "tbptt", "rtrl", "bu", "gf"])
 def test_each_rule_runs_end_to_end(tmp_path, rule):
     record = train_in_process(
-        tmp_path, f"training.rule={rule}", "model=elman", "model.hidden_size=8", "data=adding", "data.seq_len=12",
-        "training.k1=4", "training.k2=8", "debug=fast",
+        tmp_path, f"training={rule}", "model=elman", "model.hidden_size=8", "data=adding", "data.seq_len=12",
+        *(["training.k1=4", "training.k2=8"] if rule == "tbptt" else []), "debug=fast",
     )
     assert record["status"] == "completed", record["error"]
-    assert record["config"]["task"]["training"]["rule"] == rule
+    assert training_rule(record) == rule and "training" not in record["config"]["task"]
     assert math.isfinite(record["metrics"]["test/mse"]) and math.isfinite(record["metrics"]["train/loss"])
 
 
 def test_command_line_keys_are_checked():
-    check_command_line(["training.rule=tbptt", "training.k1=10", "training.k2=20"])
+    check_command_line(["training=tbptt", "training.k1=10", "training.k2=20"])
     with pytest.raises(ConfigError) as error:
-        check_command_line(["training.k1=ten"])
+        check_command_line(["training=tbptt", "training.k1=ten"])
     assert error.value.key == "training.k1"
 
 
 def test_a_wrong_rule_fails_with_one_line_naming_the_key(tmp_path):
-    record = train_in_process(tmp_path, "training.rule=rprop", "debug=fast")
+    record = train_in_process(tmp_path, "training=tbptt", "training.k1=4", "training.k2=2", "debug=fast")
     assert record["status"] == "failed" and record["error_kind"] == "config"
-    assert "training.rule" in record["error"] and "tbptt" in record["error"] and "\n" not in record["error"]
+    assert record["error"] == "training.k2: must be >= k1=4 (reach over the scored steps), got 2"
 
 
 @pytest.mark.slow
@@ -422,7 +445,8 @@ def test_rule_learns_the_adding_problem(tmp_path, one_thread, rule):
     # within reach; rtrl updates at the last step, where the target is. gf is left out: in float32 its gradient over
     # 8 LSTM steps is mostly rounding error (rules.GreensFunction), and it stays at the trivial baseline
     record = train_in_process(
-        tmp_path, f"training.rule={rule}", "training.k1=4", "training.k2=8", "model=lstm", "model.hidden_size=8",
+        tmp_path, f"training={rule}", *(["training.k1=4", "training.k2=8"] if rule == "tbptt" else []),
+        "model=lstm", "model.hidden_size=8",
         "data=adding", "data.seq_len=8", "data.train_size=3200", "data.batch_size=32", "optimizer.lr=0.02",
         "trainer.max_epochs=3", "+trainer.limit_val_batches=4", "+trainer.limit_test_batches=8",
     )
@@ -436,7 +460,7 @@ def test_cli_runs_rtrl(tmp_path):
     from conftest import read_record, run_cli
 
     result = run_cli(
-        tmp_path, "training.rule=rtrl", "model=elman", "model.hidden_size=8", "data=adding", "debug=fast",
+        tmp_path, "training=rtrl", "model=elman", "model.hidden_size=8", "data=adding", "debug=fast",
         "callbacks=minimal", f"hydra.run.dir={tmp_path / 'x'}",
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -26,7 +26,7 @@ from rich.table import Table
 
 from rnnlab.bench.common import CLOCKS, bench_settings, environment, format_value, table_caption, timed, write_json
 from rnnlab.record import one_line
-from rnnlab.tasks.heads import HEADS, make_head
+from rnnlab.tasks.heads import HEAD_CLASSES, HEADS, SampledHead
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,9 @@ def head_steps(name: str, sizes: HeadSizes, device: torch.device) -> tuple[int, 
     tokens = tokens.view(sizes.batch, sizes.length + 1).to(device)
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     torch.manual_seed(0)
-    head = make_head(name, sizes.hidden, counts, samples=sizes.samples).to(device)
+    head_class = HEAD_CLASSES[name]
+    options = {"samples": sizes.samples} if issubclass(head_class, SampledHead) else {}
+    head = head_class(sizes.hidden, counts, **options).to(device)
     model = HeadLanguageModel(head, sizes).to(device)
     features = torch.randn(sizes.batch * sizes.length, sizes.hidden, device=device, requires_grad=True)
     flat_targets = targets.reshape(-1)

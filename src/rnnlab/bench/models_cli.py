@@ -26,7 +26,7 @@ from rich.table import Table
 
 from rnnlab.bench import models
 from rnnlab.bench.common import CLOCKS, bench_settings, environment, format_value, table_caption, write_json
-from rnnlab.errors import ConfigError
+from rnnlab.errors import EXIT_BAD_INPUT, ConfigError
 from rnnlab.record import one_line
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def main(argv: list[str]) -> int:
         names = models.selected_models(args.models)
     except ValueError as error:
         print(f"rnnlab-bench: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     sizes = models.Sizes(args.batch, args.length, args.hidden, args.input, args.output)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     configs = models.model_configs(names, sizes.hidden, variants, param_budget=args.param_budget)

@@ -63,14 +63,8 @@ class Report:
 
 
 def registry(group: str) -> list[str]:
-    """Config names of a group (Hydra groups are the registry), or [] when unknown. Learning rules are values of
-    ``training.rule``, listed by the training package."""
-    if group == "training.rule":
-        try:
-            from rnnlab.training.rules import RULES
-        except ImportError:
-            return []
-        return list(RULES)
+    """Config names of a group (Hydra groups are the registry: ``training`` lists the learning rules), or [] when
+    unknown."""
     return group_options(group) if (CONF_DIR / group).is_dir() else []
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rnnlab.record import RecordError, read_records
+from rnnlab.training.rules import RULE_OF_TARGET
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,12 @@ def hidden_size(record: dict) -> float | None:
 
 
 def training_rule(record: dict) -> str:
-    """``config.training.rule``; records without one trained with the default loop, full BPTT."""
+    """The learning rule of the ``training`` group's file (its settings class, ``config.training._target_``), or
+    ``config.training.rule`` in records written before the group had a file per rule; records without either
+    trained with the default loop, full BPTT."""
     training = config_value(record, "training")
+    if isinstance(training, dict) and training.get("_target_"):
+        return RULE_OF_TARGET.get(training["_target_"], str(training["_target_"]))
     if isinstance(training, dict) and training.get("rule"):
         return str(training["rule"])
     return str(training) if isinstance(training, str) else "bptt"
@@ -158,7 +163,8 @@ class Arm:
 
     @property
     def label(self) -> str:
-        return " ".join(f"{key}={value}" for key, value in self.settings.items()) or "(all runs)"
+        """Its settings, less the keys its configs do not have (``-``: ``training.k1`` under ``training=bptt``)."""
+        return " ".join(f"{key}={value}" for key, value in self.settings.items() if value != "-") or "(all runs)"
 
     @property
     def completed(self) -> list[dict]:
@@ -249,7 +255,9 @@ def _sort_key(value: str) -> tuple:
         return (1, 0.0, value)
 
 
-TASK_COPIES = {"regularizers": "regularizer"}  # task key -> the top-level group it copies, where the names differ
+# records written before the task received the groups as arguments copied them into the task config (task.training,
+# task.regularizers, task.head): task key -> the top-level group it copied, where the names differ
+TASK_COPIES = {"regularizers": "regularizer"}
 
 
 def ignored(key: str, swept: Iterable[str]) -> bool:
@@ -264,7 +272,7 @@ def ignored(key: str, swept: Iterable[str]) -> bool:
     if root in ("task", "init") and "model" in swept:
         return True
     if root == "task":
-        # the task config copies top-level groups (conf/task/sequence.yaml: training, regularizers, head)
+        # an older record's task config copied top-level groups (training, regularizers, head)
         head, _, rest = key.partition(".")[2].partition(".")
         key = ".".join(part for part in (TASK_COPIES.get(head, head), rest) if part)
     return any(key == s or key.startswith(s + ".") for s in swept)

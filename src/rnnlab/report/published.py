@@ -25,7 +25,7 @@ from rnnlab.report.tables import Table
 FILE = "published.yaml"
 REQUIRED = ("id", "figure", "unit", "metric", "citation", "checked")
 CITATION_FIELDS = ("authors", "year", "venue")
-RULES = ("bptt", "tbptt", "rtrl", "bu", "ffp", "gf")  # training.rule values (rnnlab.training.rules)
+RULES = ("bptt", "tbptt", "rtrl", "bu", "ffp", "gf")  # training group files (conf/training; ffp has none)
 TIME_EXPONENT = "time_exponent"  # a study-level quantity: the fitted exponent of cost per data point against N
 HEADERS = ["published figure", "citation", "their setting", "our arm", "our measured value", "differences of setting"]
 
@@ -117,7 +117,7 @@ def parse(entry: dict, models: set[str] | None = None, data: set[str] | None = N
                              f"{TIME_EXPONENT}")
     unknown_rules = [rule for rule in figure.rules if rule not in RULES]
     if unknown_rules:
-        raise PublishedError(f"{name}: unknown training.rule {', '.join(unknown_rules)}; known: {', '.join(RULES)}")
+        raise PublishedError(f"{name}: unknown learning rule {', '.join(unknown_rules)}; known: {', '.join(RULES)}")
     if models is not None and (unknown := [m for m in figure.models if m not in models]):
         raise PublishedError(f"{name}: no conf/model/{unknown[0]}.yaml")
     if data is not None and figure.data is not None and figure.data not in data:

@@ -39,13 +39,27 @@ def arm_matches(arm: Arm, selector: Selector) -> bool:
 
 def pairs(study: Study, a: Selector, b: Selector) -> list[tuple[Arm, Arm]]:
     """Arms of ``a`` and ``b`` equal on every swept key except those that tell ``a`` and ``b`` apart."""
-    identity = study.swept_matching(a.config_keys + b.config_keys)
+    apart = a.config_keys + b.config_keys
     found = []
     for arm_a in (arm for arm in study.arms if arm_matches(arm, a)):
         for arm_b in (arm for arm in study.arms if arm_matches(arm, b) and arm is not arm_a):
-            if all(arm_a.settings[k] == arm_b.settings[k] for k in study.swept if k not in identity):
+            if settings_agree(study, arm_a.settings, arm_b.settings, apart):
                 found.append((arm_a, arm_b))
     return found
+
+
+def settings_agree(study: Study, first: dict[str, str], second: dict[str, str], apart: list[str]) -> bool:
+    """Equal on every swept key but those of the config keys ``apart`` (``training``, ``model``), where a key that
+    only one side's option has (``training.k1`` of ``training=tbptt``, unset ``-`` under ``training=bptt``) belongs
+    to that option, not to the conditions."""
+    identity = study.swept_matching(apart)
+    for key in first:
+        if key in identity or first[key] == second[key]:
+            continue
+        if "-" in (first[key], second[key]) and any(key.startswith(group + ".") for group in apart):
+            continue
+        return False
+    return True
 
 
 def budget_matched(arm: Arm) -> bool:
@@ -154,13 +168,13 @@ def reaches(study: Study, fraction: float) -> list[Reach]:
 
 
 def reach_pairs(study: Study, groups: list[Reach], a: Selector, b: Selector) -> list[tuple[Reach, Reach]]:
-    identity = study.swept_matching(a.config_keys + b.config_keys)
+    apart = a.config_keys + b.config_keys
 
     def matches(group: Reach, selector: Selector) -> bool:
         return any(arm_matches(arm, selector) for arm in group.arms)
 
     return [(ga, gb) for ga in groups if matches(ga, a) for gb in groups if gb is not ga and matches(gb, b)
-            and all(ga.settings[k] == gb.settings[k] for k in ga.settings if k not in identity)]
+            and settings_agree(study, ga.settings, gb.settings, apart)]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ and disadvantages. The cells below are short paraphrases, not quotations. Every 
 ``"survey"`` for the survey's own tables and text; rows and claims that rnnlab measures but the survey does not make
 (the LSTM variants of Greff et al. 2017, truncated BPTT, the original LSTM without forget gate) carry their own
 citation and are never attributed to the survey. Each row names the model configs (conf/model/<name>.yaml), learning
-rules (``config.training.rule``) or optimizers (conf/optimizer) whose runs measure it; a name with no config matches
+rules (the ``training`` group) or optimizers (conf/optimizer) whose runs measure it; a name with no config matches
 no run. How claims are judged: rnnlab.report.verdicts.
 """
 
@@ -62,12 +62,12 @@ class Selector:
     def config_keys(self) -> list[str]:
         """The config keys this selector tells runs apart by (what a compared pair may differ in)."""
         keys = ["model"] if self.models else []
-        keys += ["training.rule", "training"] if self.rules else []
+        keys += ["training", "training.rule"] if self.rules else []  # training.rule: older records
         keys += ["optimizer"] if self.optimizers else []
         return keys + [key for key, _ in self.where]
 
     def describe(self) -> str:
-        names = " ".join(["/".join(self.models), *(f"training.rule={r}" for r in self.rules),
+        names = " ".join(["/".join(self.models), *(f"training={r}" for r in self.rules),
                           *(f"optimizer={o}" for o in self.optimizers)]).strip()
         if not names:
             return "no config"
@@ -149,7 +149,7 @@ TABLE_II = [
          complexity="O(N⁴) per time step; O(N³) storage",
          advantages="online exact gradient; storage independent of the sequence length",
          disadvantages="computation grows as N⁴: too costly for large networks"),
-    _row("II", "FFP: fast forward propagation", FFP,  # no training.rule: its recursion was not available to us
+    _row("II", "FFP: fast forward propagation", FFP,  # no training file: its recursion was not available to us
          method="adjoint sensitivity equations integrated forward in time, online (Toomarian & Barhen 1991, 1992)",
          complexity="not checked here: the equations and the cost analysis were not available to this project",
          advantages="online exact gradient", disadvantages="not checked here"),

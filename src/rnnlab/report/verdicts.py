@@ -312,7 +312,7 @@ def configured(row: SurveyRow, registry: Callable[[str], list[str]]) -> str:
     """The row's config names, each marked when its group has no such config (Hydra groups are the registry)."""
     parts = []
     selector = row.selector
-    groups = (("model", selector.models), ("training.rule", selector.rules), ("optimizer", selector.optimizers))
+    groups = (("model", selector.models), ("training", selector.rules), ("optimizer", selector.optimizers))
     for group, names in groups:
         options = registry(group)
         for name in names:

@@ -20,7 +20,7 @@ from rnnlab.data.base import TaskSpec
 from rnnlab.models.elman import Elman
 from rnnlab.models.gated import LSTM
 from rnnlab.tasks.sequence import SequenceTask
-from rnnlab.training.rules import RULES
+from rnnlab.training.rules import RULES, SETTINGS_OF_RULE
 
 
 def time_per_data_point(
@@ -40,7 +40,7 @@ def time_per_data_point(
     torch.manual_seed(0)
     network = {"elman": Elman, "lstm": LSTM}[model](input_size, 1, hidden_size=hidden_size)
     spec = TaskSpec(kind="regression", per_step=True, metric="mse")
-    task = SequenceTask(network, spec, optimizer=None, training={"rule": rule, **settings})
+    task = SequenceTask(network, spec, optimizer=None, training=SETTINGS_OF_RULE[rule](**settings))
     optimizer = torch.optim.SGD(task.parameters(), lr=1e-3)
     batch = {
         "inputs": torch.randn(batch_size, seq_len, input_size, generator=generator),

@@ -1,12 +1,13 @@
 """Output layers over a large vocabulary for per-step classification (language modelling); survey section VI.A.
 
-With ``task.head`` other than ``full`` the model is built with ``output_size = head_options.input`` (default the
-task's ``embedding_dim``) and hands these features h [N, D] to a head, which owns the output word embedding
-(:func:`rnnlab.tasks.wiring.task_wiring`, :func:`task_head`). Every head gives the exact, normalised
-log-likelihood ``log_probs(h)`` [N, V], used at validation and test, so ``val/ppl`` and ``test/ppl`` compare across
-heads; training minimises ``loss(h, targets)``, the mean over N targets of:
+The ``head`` group picks one (conf/head/<name>.yaml, the head's class as ``_target_``). With a head other than
+``full`` the model is built with ``output_size = head.features`` (default the task's ``embedding_dim``) and hands
+these features h [N, D] to the head, which owns the output word embedding; :func:`rnnlab.tasks.wiring.task_wiring`
+builds it on the training split's unigram counts and the task receives it (:func:`check_head`). Every head gives
+the exact, normalised log-likelihood ``log_probs(h)`` [N, V], used at validation and test, so ``val/ppl`` and
+``test/ppl`` compare across heads; training minimises ``loss(h, targets)``, the mean over N targets of:
 
-* ``full`` -- softmax over all V words, -log softmax(W h + b)_w. Under ``task.head=full`` the model's own readout
+* ``full`` -- softmax over all V words, -log softmax(W h + b)_w. Under ``head=full`` the model's own readout
   plays this role (:class:`FullSoftmax` is the same layer, for the bench).
 * ``class_softmax`` -- Goodman 2001, Mikolov et al. 2011: words fall into C classes by frequency binning and
   P(w|h) = P(c(w)|h) P(w|c(w),h), each factor a softmax (over C classes, then over the class's words).
@@ -31,7 +32,7 @@ from __future__ import annotations
 import heapq
 import math
 import warnings
-from collections.abc import Mapping
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -40,9 +41,7 @@ from torch.nn import functional as F
 from rnnlab.data.base import IGNORE_INDEX, TaskSpec
 from rnnlab.errors import ConfigError, require_choice
 
-HEADS = ("full", "class_softmax", "hierarchical_softmax", "nce", "sampled")
 TREES = ("huffman", "balanced")
-OPTIONS = {"input": None, "classes": None, "tree": "huffman", "samples": 64, "learn_log_z": False}
 
 
 class OutputHead(nn.Module):
@@ -51,10 +50,15 @@ class OutputHead(nn.Module):
     ``exact_loss``: the training loss is the negative log-likelihood itself (False: a sampled surrogate).
     """
 
+    name: ClassVar[str]  # the head's file in conf/head
     exact_loss = True
 
     def __init__(self, features: int, vocab_size: int):
         super().__init__()
+        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+            raise ConfigError("features", f"must be a positive integer, got {features!r}")
+        if vocab_size < 2:
+            raise ConfigError("_target_", f"{self.name} needs a vocabulary of at least 2 words, got {vocab_size}")
         self.features = features
         self.vocab_size = vocab_size
 
@@ -80,9 +84,11 @@ class OutputHead(nn.Module):
 class FullSoftmax(OutputHead):
     """Softmax over the whole vocabulary: log P(w|h) = log softmax(W h + b)_w, W [V, D]."""
 
-    def __init__(self, features: int, vocab_size: int):
-        super().__init__(features, vocab_size)
-        self.layer = nn.Linear(features, vocab_size)
+    name = "full"
+
+    def __init__(self, features: int, counts: torch.Tensor):
+        super().__init__(features, len(counts))
+        self.layer = nn.Linear(features, self.vocab_size)
 
     def log_probs(self, h: torch.Tensor) -> torch.Tensor:
         return self.layer(h).log_softmax(-1)
@@ -116,9 +122,14 @@ class ClassSoftmax(OutputHead):
     Training evaluates only the target's class: O(C' + |c(w)|) scores per target instead of V.
     """
 
+    name = "class_softmax"
+
     def __init__(self, features: int, counts: torch.Tensor, classes: int | None = None):
         vocab_size = len(counts)
         super().__init__(features, vocab_size)
+        valid = isinstance(classes, int) and not isinstance(classes, bool) and 1 <= classes <= vocab_size
+        if classes is not None and not valid:
+            raise ConfigError("classes", f"must be null or an integer in [1, {vocab_size}], got {classes!r}")
         classes = round(math.sqrt(vocab_size)) if classes is None else classes
         word_class = frequency_classes(counts + 1, classes)
         self.classes = int(word_class.max()) + 1
@@ -206,9 +217,12 @@ class HierarchicalSoftmax(OutputHead):
     most). Training evaluates the target's path only: O(depth) scores per target instead of V.
     """
 
+    name = "hierarchical_softmax"
+
     def __init__(self, features: int, counts: torch.Tensor, tree: str = "huffman"):
         vocab_size = len(counts)
         super().__init__(features, vocab_size)
+        require_choice("tree", tree, TREES)
         parent, sign = huffman_tree(counts + 1 if tree == "huffman" else torch.ones_like(counts))
         parents, signs, depths = parent.tolist(), sign.tolist(), node_depths(parent)
         self.max_depth = max(depths)
@@ -259,6 +273,8 @@ class SampledHead(OutputHead):
 
     def __init__(self, features: int, counts: torch.Tensor, samples: int = 64):
         super().__init__(features, len(counts))
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ConfigError("samples", f"must be a positive integer, got {samples!r}")
         self.samples = samples
         noise = (counts.double() + 1.0) / (counts.double() + 1.0).sum()  # add-one smoothed unigram q
         self.register_buffer("noise", noise.float(), persistent=False)
@@ -287,8 +303,12 @@ class NCE(SampledHead):
     ``learn_log_z``: log Z is a learned scalar (starting at 0); otherwise fixed at 0 (self-normalised scores).
     """
 
+    name = "nce"
+
     def __init__(self, features: int, counts: torch.Tensor, samples: int = 64, learn_log_z: bool = False):
         super().__init__(features, counts, samples)
+        if not isinstance(learn_log_z, bool):
+            raise ConfigError("learn_log_z", f"must be true or false, got {learn_log_z!r}")
         log_z = torch.zeros(())
         if learn_log_z:
             self.log_z = nn.Parameter(log_z)
@@ -308,6 +328,8 @@ class NCE(SampledHead):
 class SampledSoftmax(SampledHead):
     """Sampled softmax (Bengio & Senecal 2008; Jean et al. 2015), see the module docstring."""
 
+    name = "sampled"
+
     def loss(self, h: torch.Tensor, targets: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """-log softmax of the corrected scores over [target, noise words], averaged over targets."""
         noise = self.draw_noise() if noise is None else noise
@@ -320,68 +342,23 @@ class SampledSoftmax(SampledHead):
         return (torch.logsumexp(candidates, dim=1) - target_scores).mean()
 
 
-def make_head(
-    name: str,
-    features: int,
-    counts: torch.Tensor,
-    classes: int | None = None,
-    tree: str = "huffman",
-    samples: int = 64,
-    learn_log_z: bool = False,
-) -> OutputHead:
-    """The head ``name`` over ``len(counts)`` words (``counts``: training unigram counts, long [V]) reading D =
-    ``features``; the other arguments are the ``head_options`` of the heads that read them."""
-    require_choice("head", name, HEADS)
-    vocab_size = len(counts)
-    if vocab_size < 2:
-        raise ConfigError("head", f"needs a vocabulary of at least 2 words, got {vocab_size}")
-    if name == "full":
-        return FullSoftmax(features, vocab_size)
-    if name == "class_softmax":
-        valid = isinstance(classes, int) and not isinstance(classes, bool) and 1 <= classes <= vocab_size
-        if classes is not None and not valid:
-            raise ConfigError(
-                "head_options.classes", f"must be null or an integer in [1, {vocab_size}], got {classes!r}"
-            )
-        return ClassSoftmax(features, counts, classes)
-    if name == "hierarchical_softmax":
-        require_choice("head_options.tree", tree, TREES)
-        return HierarchicalSoftmax(features, counts, tree)
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ConfigError("head_options.samples", f"must be a positive integer, got {samples!r}")
-    if name == "nce":
-        return NCE(features, counts, samples, bool(learn_log_z))
-    return SampledSoftmax(features, counts, samples)
+HEAD_CLASSES: dict[str, type[OutputHead]] = {
+    head.name: head for head in (FullSoftmax, ClassSoftmax, HierarchicalSoftmax, NCE, SampledSoftmax)
+}
+HEADS = tuple(HEAD_CLASSES)  # the files of conf/head (full: the model's own readout)
 
 
-def head_options(options: Mapping | None) -> dict:
-    """``task.head_options`` with defaults filled in; an unknown key raises ConfigError naming it."""
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ConfigError(f"head_options.{unknown[0]}", f"unknown option; allowed: {', '.join(OPTIONS)}")
-    return {**OPTIONS, **options}
-
-
-def task_head(
-    name: str,
-    options: Mapping | None,
-    model: nn.Module,
-    spec: TaskSpec,
-    unigram_counts: torch.Tensor | None,
-    prediction_optimizer: bool = False,
-) -> OutputHead | None:
-    """SequenceTask's output head: None for ``full`` (the model's readout is the softmax layer), else the head on
-    the model's ``output_size`` features, after checking the data and training fit it."""
-    require_choice("head", name, HEADS)
-    if name == "full":
-        return None
+def check_head(head: OutputHead, model: nn.Module, spec: TaskSpec, prediction_optimizer: bool = False) -> None:
+    """Refuse (``head``) a head the data, the model or the optimizer cannot use with it."""
     if spec.kind != "classification" or not spec.per_step:
-        raise ConfigError("head", f"{name} needs per-step classification data (language modelling); use head=full")
-    if unigram_counts is None:
-        raise ConfigError("head", f"{name} needs unigram_counts (task_wiring passes the training split's)")
+        raise ConfigError(
+            "head", f"{head.name} needs per-step classification data (language modelling); use head=full", full=True
+        )
+    if model.output_size != head.features:
+        raise ConfigError(
+            "head", f"{head.name} reads {head.features} features; the model writes {model.output_size}", full=True
+        )
     if prediction_optimizer:
-        raise ConfigError("head", f"{name} is trained by gradient; optimizers that read predictions need head=full")
-    options = head_options(options)
-    options.pop("input")  # read by rnnlab.tasks.wiring: the model's output_size
-    return make_head(name, model.output_size, unigram_counts, **options)
+        raise ConfigError(
+            "head", f"{head.name} is trained by gradient; optimizers that read predictions need head=full", full=True
+        )

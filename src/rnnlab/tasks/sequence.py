@@ -22,7 +22,7 @@ from rnnlab.data.base import IGNORE_INDEX, METRICS, TaskSpec, epoch_seed
 from rnnlab.errors import ConfigError, require_choice, require_positive
 from rnnlab.models.base import valid_step_mask
 from rnnlab.models.structured import batch_structure_kwargs
-from rnnlab.tasks.heads import task_head
+from rnnlab.tasks.heads import OutputHead, check_head
 from rnnlab.tasks.metrics import (
     EpochPerplexity,
     LabelErrorRate,
@@ -32,6 +32,7 @@ from rnnlab.tasks.metrics import (
     multilabel_nll_and_count,
 )
 from rnnlab.training.regularizers import Regularization
+from rnnlab.training.rules import TrainingSettings
 from rnnlab.training.strategy import make_strategy
 
 log = logging.getLogger(__name__)
@@ -66,17 +67,20 @@ class SequenceTask(pl.LightningModule):
         CTC loss against the batch's label sequences (``targets`` [B, S], ``target_lengths`` [B]);
       * multilabel (``kind=multilabel``, per step): an independent Bernoulli per output (logits, BCE), its NLL
         summed over outputs and averaged over valid steps (Boulanger-Lewandowski et al. 2012).
-    Per-step classification over a large vocabulary may use a factorised output layer (``head``: class_softmax,
-    hierarchical_softmax, nce, sampled; ``rnnlab.tasks.heads``, built with ``head_options`` and the training split's
-    ``unigram_counts``): the model then outputs features, the head's loss trains, and val/test score the head's
-    exact log-probabilities (train/acc is not logged; train/ppl only for heads whose loss is the exact NLL).
+    Per-step classification over a large vocabulary may use a factorised output layer (``head``: the ``head``
+    group's class_softmax, hierarchical_softmax, nce, sampled; ``rnnlab.tasks.heads``, built by
+    ``rnnlab.tasks.wiring`` on the training split's unigram counts): the model then outputs features, the head's loss
+    trains, and val/test score the head's exact log-probabilities (train/acc is not logged; train/ppl only for heads
+    whose loss is the exact NLL).
 
     Logged: ``<stage>/loss`` averaged over targets (steps or sequences), and the task's metric ``<stage>/acc``,
     ``<stage>/mse``, ``<stage>/bpc`` or ``<stage>/ppl`` (exp of the epoch's token-averaged loss), ``<stage>/ler``
     (label error rate of greedy CTC decoding over the epoch) or ``<stage>/nll`` (the multilabel loss). A non-finite
     training loss stops training and sets ``diverged``.
 
-    ``regularizers`` (name -> ``rnnlab.training.regularizers.Regularizer``, the ``regularizer`` config group) are
+    ``training`` (the ``training`` group's settings: the learning rule) and ``regularizers`` (name ->
+    ``rnnlab.training.regularizers.Regularizer``, the ``regularizer`` group) come from the app's wiring, which gives
+    them only to a task whose constructor takes them (one that trains its own way does not). Regularizers are
     attached to the model at construction; their penalties are added to the training loss and logged as
     ``train/penalty`` (``train/loss`` stays the data loss, comparable across runs).
 
@@ -97,10 +101,8 @@ class SequenceTask(pl.LightningModule):
         pooling: str = "last",
         embedding_dim: int = 128,
         regularizers: Mapping | None = None,
-        training: Mapping | None = None,
-        head: str = "full",
-        head_options: Mapping | None = None,
-        unigram_counts: torch.Tensor | None = None,
+        training: TrainingSettings | None = None,
+        head: OutputHead | None = None,
     ):
         super().__init__()
         require_choice("pooling", pooling, POOLINGS)
@@ -125,13 +127,15 @@ class SequenceTask(pl.LightningModule):
         # name -> rnnlab.training.regularizers.Regularizer: attached to the model now, penalties added in training_step
         self.regularization = Regularization(model, regularizers)
         # how it trains (rnnlab.training.strategy): BPTT by automatic optimization, a learning rule updating per window
-        # (training.rule), or an optimizer that reads the model's predictions (optimizer=hessian_free, ekf, dekf,
+        # (the training group), or an optimizer that reads the model's predictions (optimizer=hessian_free, ekf, dekf,
         # cmaes, genetic): manual optimization, one optimizer.step(closure) per batch
         self.strategy = make_strategy(training, optimizer, scheduler, self)
         if not self.strategy.automatic:
             self.automatic_optimization = False
         # output layer over a large vocabulary (rnnlab.tasks.heads): None is the model's own readout (head=full)
-        self.output_head = task_head(head, head_options, model, spec, unigram_counts, self.strategy.needs_predictions)
+        if head is not None:
+            check_head(head, model, spec, self.strategy.needs_predictions)
+        self.output_head = head
         self.run_seed = torch.initial_seed()  # the run's seed: rnnlab.train seeds everything before building this
         self.training_log = TrainingLog()
         if spec.kind == "classification":

@@ -22,7 +22,7 @@ Update = Callable[[torch.Tensor, torch.Tensor, int], bool]
 
 def rule_error(message: str) -> ConfigError:
     """A refusal of the learning rule, named as the user types it."""
-    return ConfigError("training.rule", message, full=True)
+    return ConfigError("training", message, full=True)
 
 
 def window_loss(task: Learner, outputs: torch.Tensor, batch: dict, start: int) -> tuple[torch.Tensor, int] | None:
@@ -78,13 +78,13 @@ class ManualRule:
             raise rule_error(f"{self.name} scores windows of steps; CTC needs whole sequences (bptt)")
         if not spec.per_step and task.pooling != "last":
             raise ConfigError(
-                "pooling", f"{task.pooling} needs all steps before the loss; training.rule={self.name} needs last"
+                "pooling", f"{task.pooling} needs all steps before the loss; training={self.name} needs last"
             )
         self.check(task.model, task.regularization.regularizers)
 
     @classmethod
     def check(cls, model: nn.Module, regularizers: Mapping) -> None:
-        """Refuse (``training.rule``) a model or regularizers the rule cannot train: what is known before any data is
+        """Refuse (``training``) a model or regularizers the rule cannot train: what is known before any data is
         read, so ``rnnlab-train`` checks it at start (``rnnlab.config_values``) on a model built for dummy sizes."""
         if getattr(model, "batch_keys", ()):
             raise rule_error(f"{cls.name} runs plain sequences; {type(model).__name__} reads extra batch keys")

@@ -126,7 +126,7 @@ def check_prediction_optimizer(optimizer_factory, spec: TaskSpec, scheduler_fact
     name = getattr(optimizer_factory, "func", optimizer_factory).__name__
     if rule is not None:
         raise ConfigError(
-            "training.rule", f"{name} updates once per batch from the whole batch; use training.rule=bptt"
+            "training", f"{name} updates once per batch from the whole batch; use training=bptt", full=True
         )
     if spec.kind not in LOSS_FOR_KIND:
         raise ConfigError(

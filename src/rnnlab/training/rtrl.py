@@ -56,7 +56,7 @@ def _column(values: torch.Tensor) -> torch.Tensor:
 
 
 def check_supported(model: nn.Module, rule: str) -> None:
-    """Raise ConfigError(``training.rule``) unless ``model`` is a network whose sensitivities are written out here."""
+    """Raise ConfigError(``training``) unless ``model`` is a network whose sensitivities are written out here."""
     from rnnlab.models.elman import Elman
     from rnnlab.models.gated import LSTM
 
@@ -72,7 +72,7 @@ def check_supported(model: nn.Module, rule: str) -> None:
         problem = f"got {name} without biases or with a projection"
     if problem is not None:
         raise ConfigError(
-            "training.rule", f"{rule} trains {SUPPORTED}; {problem}. Use bptt or tbptt for other models", full=True
+            "training", f"{rule} trains {SUPPORTED}; {problem}. Use bptt or tbptt for other models", full=True
         )
 
 

@@ -1,6 +1,6 @@
 """Learning rules: how the gradient of a sequence's loss is computed and when the weights are updated.
 
-``training.rule`` selects one (conf/training/default.yaml):
+The ``training`` group selects one, a file per rule (conf/training/<rule>.yaml; ``training=tbptt training.k1=5``):
 
 * ``bptt`` -- backpropagation through time over the whole batch, one update per batch (Werbos 1990; survey III.A).
   The task's automatic optimization (:class:`rnnlab.training.strategy.BPTT`); no rule object here.
@@ -25,19 +25,18 @@ at their last valid step (``task.pooling: last``); ``pooling: mean`` and CTC nee
 group join every update; tbptt runs the model's own forward, so regularizers inside the recurrence act as in BPTT,
 while rtrl, bu and gf run their own recurrence and accept only the weight penalties (l1, l2).
 
-Here: the settings and the factory. The rules: :mod:`rnnlab.training.tbptt` and
-:mod:`rnnlab.training.sensitivity_rules` (rtrl, gf, bu), on the base :class:`rnnlab.training.manual.ManualRule`; each
-is a training strategy (:mod:`rnnlab.training.strategy`) and sees the task as a ``Learner``.
+Here: each rule's settings, the ``_target_`` of its file, which makes the rule. The rules:
+:mod:`rnnlab.training.tbptt` and :mod:`rnnlab.training.sensitivity_rules` (rtrl, gf, bu), on the base
+:class:`rnnlab.training.manual.ManualRule`; each is a training strategy (:mod:`rnnlab.training.strategy`) and sees
+the task as a ``Learner``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, ClassVar
 
-from omegaconf import DictConfig, OmegaConf
-
-from rnnlab.errors import ConfigError, require_choice
+from rnnlab.errors import ConfigError
 from rnnlab.training.manual import ManualRule
 from rnnlab.training.sensitivity_rules import RTRL, BlockUpdate, GreensFunction
 from rnnlab.training.tbptt import TBPTT
@@ -45,55 +44,77 @@ from rnnlab.training.tbptt import TBPTT
 if TYPE_CHECKING:
     from rnnlab.training.strategy import Learner
 
-RULES = ("bptt", "tbptt", "rtrl", "bu", "gf")
-
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """The ``training`` config group. ``k2: null`` means k2 = k1; ``block: null`` means the model's hidden_size."""
+    """``training=bptt`` (conf/training/bptt.yaml), which has no settings, and the base of every rule's settings.
 
-    rule: str = "bptt"
+    Each rule's file in conf/training names its settings class as ``_target_``; the class validates its keys
+    (ConfigError names the key relative to the group: ``k1``) and makes the rule for a task (:meth:`make_rule`).
+    """
+
+    rule: ClassVar[str] = "bptt"  # the rule's name in records, reports and messages
+    rule_class: ClassVar[type[ManualRule] | None] = None  # None: the task's automatic optimization
+
+    def __post_init__(self):
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            if value is None and setting.default is None:
+                continue  # an optional setting left to its rule (k2: k1, block: hidden_size)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(setting.name, f"must be a positive integer, got {value!r}")
+
+    def make_rule(self, task: Learner) -> ManualRule | None:
+        """The rule object for ``task``, or None for BPTT (automatic optimization, :class:`~.strategy.BPTT`)."""
+        return None if self.rule_class is None else self.rule_class(self, task)
+
+
+@dataclass(frozen=True)
+class TBPTTSettings(TrainingSettings):
+    """``training=tbptt``: an update every ``k1`` steps, backpropagated over the last ``k2`` >= k1 (null: k1)."""
+
+    rule: ClassVar[str] = "tbptt"
+    rule_class: ClassVar[type[ManualRule]] = TBPTT
     k1: int = 10
     k2: int | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.k2 is not None and self.k2 < self.k1:
+            raise ConfigError("k2", f"must be >= k1={self.k1} (reach over the scored steps), got {self.k2}")
+
+
+@dataclass(frozen=True)
+class RTRLSettings(TrainingSettings):
+    """``training=rtrl``: an update every ``update_every`` steps."""
+
+    rule: ClassVar[str] = "rtrl"
+    rule_class: ClassVar[type[ManualRule]] = RTRL
     update_every: int = 1
+
+
+@dataclass(frozen=True)
+class GreensFunctionSettings(RTRLSettings):
+    """``training=gf``: RTRL's gradients by Green's functions, an update every ``update_every`` steps."""
+
+    rule: ClassVar[str] = "gf"
+    rule_class: ClassVar[type[ManualRule]] = GreensFunction
+
+
+@dataclass(frozen=True)
+class BlockUpdateSettings(TrainingSettings):
+    """``training=bu``: blocks of ``block`` steps (null: the model's hidden_size, Schmidhuber's choice), an update
+    per block."""
+
+    rule: ClassVar[str] = "bu"
+    rule_class: ClassVar[type[ManualRule]] = BlockUpdate
     block: int | None = None
 
-    @classmethod
-    def from_config(cls, config: Mapping | DictConfig | None) -> "TrainingSettings":
-        """Validated settings; ConfigError names the key relative to the group (``rule``, ``k1``)."""
-        if config is None:
-            return cls()
-        values = OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else dict(config)
-        allowed = [field.name for field in fields(cls)]
-        for key in values:
-            if key not in allowed:
-                raise ConfigError(str(key), f"unknown key; allowed: {', '.join(allowed)}")
-        settings = cls(**values)
-        require_choice("rule", settings.rule, RULES)
-        for key in ("k1", "update_every", "k2", "block"):
-            value = getattr(settings, key)
-            if value is None and key in ("k2", "block"):
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(key, f"must be a positive integer, got {value!r}")
-        if settings.k2 is not None and settings.k2 < settings.k1:
-            raise ConfigError("k2", f"must be >= k1={settings.k1} (reach over the scored steps), got {settings.k2}")
-        return settings
 
-
-def make_rule(training: Mapping | DictConfig | None, task: Learner) -> ManualRule | None:
-    """The rule object for ``task``, or None for ``bptt`` (automatic optimization, :class:`~.strategy.BPTT`).
-
-    ConfigError keys are relative to the task group (``pooling``), except those of the ``training`` group, which the
-    task reads through an interpolation: they name the key the user types (``training.rule``, ``full=True``).
-    """
-    try:
-        settings = TrainingSettings.from_config(training)
-    except ConfigError as error:
-        raise ConfigError(f"training.{error.key}", error.message, full=True) from None
-    if settings.rule == "bptt":
-        return None
-    return RULE_CLASSES[settings.rule](settings, task)
-
-
-RULE_CLASSES: dict[str, type[ManualRule]] = {"tbptt": TBPTT, "rtrl": RTRL, "bu": BlockUpdate, "gf": GreensFunction}
+SETTINGS_OF_RULE: dict[str, type[TrainingSettings]] = {
+    settings.rule: settings
+    for settings in (TrainingSettings, TBPTTSettings, RTRLSettings, BlockUpdateSettings, GreensFunctionSettings)
+}
+RULES = tuple(SETTINGS_OF_RULE)  # the rules' names, in the survey's order (conf/training has a file for each)
+RULE_OF_TARGET = {f"{settings.__module__}.{settings.__qualname__}": rule for rule, settings in SETTINGS_OF_RULE.items()}
+"""A record's ``config.training._target_`` -> its rule's name (:func:`rnnlab.report.collect.training_rule`)."""

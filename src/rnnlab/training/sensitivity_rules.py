@@ -29,7 +29,7 @@ class _SensitivityRule(ManualRule):
         if inside:
             raise rule_error(
                 f"{cls.name} runs its own recurrence, which regularizer {', '.join(inside)} cannot reach; use l1, l2 "
-                "or training.rule=bptt, tbptt"
+                "or training=bptt, tbptt"
             )
         check_supported(model, cls.name)
 

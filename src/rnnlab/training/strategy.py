@@ -3,7 +3,7 @@
 The task (a LightningModule) holds one strategy, made by :func:`make_strategy` from the ``training`` group and the
 ``optimizer`` / ``scheduler`` factories, and calls only its interface from its Lightning hooks:
 
-* :class:`BPTT` -- ``training.rule: bptt`` with a gradient optimizer: Lightning's automatic optimization of the
+* :class:`BPTT` -- ``training=bptt`` with a gradient optimizer: Lightning's automatic optimization of the
   task's own loss over the whole batch, one update per batch;
 * a manual rule (``tbptt``, ``rtrl``, ``bu``, ``gf``; :mod:`rnnlab.training.rules`) -- several updates per batch,
   each through :meth:`Learner.manual_update`;
@@ -17,16 +17,15 @@ task's methods (``manual_update``, ``step_schedulers``, ``start_manual_optimizat
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 from rnnlab.data.base import TaskSpec
 from rnnlab.training.prediction import PredictionStrategy, check_prediction_optimizer
 from rnnlab.training.regularizers import Regularization
-from rnnlab.training.rules import make_rule
+from rnnlab.training.rules import TrainingSettings
 
 
 class Learner(Protocol):
@@ -123,12 +122,12 @@ class BPTT:
 
 
 def make_strategy(
-    training: Mapping | DictConfig | None, optimizer: Any, scheduler: Any, task: Learner
+    training: TrainingSettings | None, optimizer: Any, scheduler: Any, task: Learner
 ) -> TrainingStrategy:
-    """The strategy for ``task``: the ``training`` group's rule (:func:`rnnlab.training.rules.make_rule`), unless
+    """The strategy for ``task``: the ``training`` group's rule (None: bptt; :mod:`rnnlab.training.rules`), unless
     ``optimizer`` (a factory of a torch optimizer) builds one that reads predictions, which needs ``bptt`` and no
-    ``scheduler``. Raises ConfigError naming the key at fault (``training.rule``, ``pooling``, ``optimizer...``)."""
-    rule = make_rule(training, task)
+    ``scheduler``. Raises ConfigError naming the key at fault (``training``, ``pooling``, ``optimizer...``)."""
+    rule = (training or TrainingSettings()).make_rule(task)
     if check_prediction_optimizer(optimizer, task.spec, scheduler, rule):
         return PredictionStrategy()
     return BPTT() if rule is None else rule

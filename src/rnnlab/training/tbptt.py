@@ -1,4 +1,4 @@
-"""Truncated BPTT(k2; k1) (Williams & Peng 1990), the learning rule ``training.rule=tbptt``
+"""Truncated BPTT(k2; k1) (Williams & Peng 1990), the learning rule ``training=tbptt``
 (:mod:`rnnlab.training.rules`)."""
 
 from __future__ import annotations
