@@ -43,10 +43,14 @@ def train_in_process(tmp_path: Path, *overrides: str) -> dict:
     return train(cfg)
 
 
-def run_cli(tmp_path: Path, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``rnnlab-train`` as a user would, writing under tmp_path; stdout's last line is the run directory."""
+def run_cli(
+    tmp_path: Path, *args: str, env: dict | None = None, timeout: int = 600, program: str = "rnnlab-train"
+) -> subprocess.CompletedProcess:
+    """Run ``rnnlab-train`` (or ``program``) as a user would, writing under tmp_path; stdout's last line is the run
+    directory."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), **(env or {})}
-    command = [str(Path(sys.executable).parent / "rnnlab-train"), *args]  # a real script: DDP re-launches argv[0]
+    full_env.pop("WANDB_SERVICE", None)  # its own wandb-core service, not this test process's
+    command = [str(Path(sys.executable).parent / program), *args]  # a real script: DDP re-launches argv[0]
     return subprocess.run(command, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import read_record, run_cli
 from rnnlab.config_check import check_command_line
@@ -72,3 +73,31 @@ def test_hydra_launchers_from_plugins_and_from_conf_are_accepted(launcher):
 def test_unknown_launcher_is_refused():
     with pytest.raises(ConfigError, match="hydra/launcher"):
         check_command_line(["-m", "hydra/launcher=nope", "model=elman"])
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        ["model=gru", "seed=2", "model.hidden_size=16", "hydra.sweep.dir=/tmp/x", "hydra/launcher=local"],
+        ["regularizer=[l2,zoneout]", "regularizer.zoneout.p=0.2", "+trainer.limit_val_batches=4"],
+        ["training=tbptt", "training.k1=5", "~callbacks.rich_progress_bar", "++trainer.max_epochs=3"],
+        ["model=esn", "data=copy", "data.delay=7", "name=study", "tags=[a,b]"],
+    ],
+)
+def test_a_job_checked_from_its_group_choices_equals_hydras_compose(job):
+    """The check composes each distinct set of group choices once (``composed_choices``) and applies a job's key
+    overrides as Hydra does; the result is the config Hydra composes for the whole job."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from rnnlab.conf_dir import CONF_DIR, PRIMARY_CONFIG
+    from rnnlab.config_check import composed_choices, is_group, with_key_overrides
+
+    overrides = OverridesParser.create().parse_overrides(job)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        expected = compose(PRIMARY_CONFIG, overrides=job)
+        groups = tuple(o.input_line for o in overrides if is_group(o.key_or_group))
+        keys = [o for o in overrides if not is_group(o.key_or_group)]
+        checked = with_key_overrides(composed_choices(PRIMARY_CONFIG, groups), keys)
+    assert checked == expected
+    assert OmegaConf.to_yaml(checked, resolve=False) == OmegaConf.to_yaml(expected, resolve=False)  # order too

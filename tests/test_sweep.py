@@ -10,7 +10,7 @@ import yaml
 
 from rnnlab.config_check import check_command_line
 from rnnlab.study import SCALES, SWEEPS_DIR, group_commands, load_study, study_names
-from rnnlab.sweep import main, wandb_sweeps
+from rnnlab.sweep import Progress, job_total, main, wandb_sweeps
 
 STUDIES = ["modalities", "optimizers", "regularizers", "table2_learning_rules", "table3_lstm_variants",
            "table4_architectures"]
@@ -162,3 +162,12 @@ def test_the_exit_code_is_the_first_failing_group_s(capsys):
         "rnnlab-sweep: diverged: b/0: ", "rnnlab-sweep: failed: a/0: boom"]
     assert failures({"a": 0}, ran[1:]) == 0
     assert capsys.readouterr().err == "rnnlab-sweep: diverged: b/0: \n"  # a result, not a failure
+
+
+def test_progress_counts_the_jobs_of_every_group_and_estimates_the_time_left(tmp_path):
+    assert job_total(group_commands("table2_learning_rules", "smoke", tmp_path)) == 5 * 3 + 7  # rules arms, methods
+    progress = Progress(total=10, started=100.0)
+    assert progress.update(0, 130.0) is None
+    assert progress.update(2, 160.0) == "job 2 of 10 done, 1m00s so far, about 4m00s left"
+    assert progress.update(2, 170.0) is None  # nothing new
+    assert progress.update(10, 3700.0) == "job 10 of 10 done, 1h00m so far, about 0m00s left"

@@ -75,7 +75,7 @@ def test_language_model_reports_bits_per_character(tmp_path, shared_data):
     assert record["metrics"]["test/bpc"] < math.log2(65)  # already better than uniform over the vocabulary
 
 
-def test_wandb_logger_writes_an_offline_run_with_nested_config(tmp_path, monkeypatch):
+def test_wandb_logger_writes_an_offline_run_with_the_whole_config(tmp_path, monkeypatch):
     import wandb
     from pytorch_lightning.loggers import WandbLogger
 
@@ -86,15 +86,16 @@ def test_wandb_logger_writes_an_offline_run_with_nested_config(tmp_path, monkeyp
     seen = {}
     finish = rnnlab.run_record.finish_loggers
 
-    def spy(loggers, status):  # look at the live W&B run just before the job finishes it
+    def spy(loggers, record, record_path):  # look at the live W&B run just before the job finishes it
         run = next(lg for lg in loggers if isinstance(lg, WandbLogger)).experiment
         seen.update(config=run.config.as_dict(), group=run.group, tags=list(run.tags), offline=run.settings._offline)
-        finish(loggers, status)
+        finish(loggers, record, record_path)
 
     monkeypatch.setattr(rnnlab.run_record, "finish_loggers", spy)
     record = train_in_process(tmp_path, *FAST, "logger=[csv,wandb]", "name=study", "tags=[smoke]")
     assert record["status"] == "completed"
-    assert seen["config"]["model"]["hidden_size"] == 64 and "model/hidden_size" not in seen["config"]
+    assert seen["config"]["model.hidden_size"] == 64 and seen["config"]["model"] == "lstm"  # loggers.wandb_config
+    assert seen["config"]["params"] == record["params"] and "model/hidden_size" not in seen["config"]
     assert seen["group"] == "study" and seen["tags"] == ["smoke"] and seen["offline"]
     assert wandb.run is None  # finished, so the next job of a multirun starts a fresh run
     runs = list((tmp_path / "wandb").glob("offline-run-*"))

@@ -8,22 +8,27 @@ from the key's default raises :class:`ConfigError` naming the key and what is al
 
 from __future__ import annotations
 
+import copy
+import functools
+
 from hydra import compose, initialize_config_dir
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
 
 from rnnlab.conf_dir import CONF_DIR, PRIMARY_CONFIG, group_options
 from rnnlab.config_values import VALUE_RULES, _raw_node, check_values
 from rnnlab.errors import ConfigError
 
 
-def check_command_line(argv: list[str]) -> None:
-    """Raise ConfigError for the first bad override of any job the command line would run."""
+def check_command_line(argv: list[str], config_name: str = PRIMARY_CONFIG) -> None:
+    """Raise ConfigError for the first bad override of any job the command line would run (``config_name``: the
+    app's primary config in conf/, ``train`` or ``eval``)."""
     args = get_args_parser().parse_args(argv)
     if args.help or args.hydra_help or args.info or args.shell_completion or args.cfg:
         return  # Hydra answers these itself
@@ -38,12 +43,13 @@ def check_command_line(argv: list[str]) -> None:
         jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
     else:
         jobs = [args.overrides]
+    composed_choices.cache_clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for job in jobs:
-            check_job(job, parser)
+            check_job(job, parser, config_name)
 
 
-def check_job(job: list[str], parser: OverridesParser) -> None:
+def check_job(job: list[str], parser: OverridesParser, config_name: str = PRIMARY_CONFIG) -> None:
     overrides = parser.parse_overrides(job)
     for override in overrides:
         group = override.key_or_group
@@ -55,11 +61,11 @@ def check_job(job: list[str], parser: OverridesParser) -> None:
                 if choice not in options:
                     raise ConfigError(group, f"unknown config {choice!r}; allowed: {', '.join(options)}")
     try:
-        defaults = compose(PRIMARY_CONFIG, overrides=[o.input_line for o in overrides if is_group(o.key_or_group)])
+        defaults = composed_choices(config_name, tuple(o.input_line for o in overrides if is_group(o.key_or_group)))
         for override in overrides:
             if is_key_override(override) and override.input_line[0] not in "+~":
                 check_key_exists(defaults, override.key_or_group)
-        config = compose(PRIMARY_CONFIG, overrides=job)
+        config = with_key_overrides(defaults, [o for o in overrides if not is_group(o.key_or_group)])
     except (ConfigCompositionException, MissingConfigException) as error:
         raise ConfigError(_failing_key(job, error), str(error).strip().splitlines()[0]) from None
     for override in overrides:
@@ -70,6 +76,29 @@ def check_job(job: list[str], parser: OverridesParser) -> None:
     check_values(config, typed={o.key_or_group for o in overrides}, gpu_here=not remote)
 
 
+@functools.lru_cache(maxsize=256)
+def composed_choices(config_name: str, group_overrides: tuple[str, ...]) -> DictConfig:
+    """The config of these group choices before any key override, Hydra's node included: composed once for all
+    the jobs of a sweep that differ only in keys (``seed``, ``model.hidden_size``). Read-only: copy to change it."""
+    config = compose(config_name, overrides=list(group_overrides), return_hydra_config=True)
+    OmegaConf.set_readonly(config, True)
+    return config
+
+
+def with_key_overrides(composed: DictConfig, overrides: list[Override]) -> DictConfig:
+    """What ``compose(config_name, overrides=job)`` returns for the job whose group choices gave ``composed`` and
+    whose key overrides are ``overrides``: Hydra's own step after composing the defaults list (struct mode, then
+    ``ConfigLoaderImpl._apply_overrides_to_config``), without the Hydra node (tests/test_config_check.py checks the
+    equality on whole sweeps)."""
+    config = copy.deepcopy(composed)
+    OmegaConf.set_readonly(config, False)
+    OmegaConf.set_struct(config, True)
+    ConfigLoaderImpl._apply_overrides_to_config(overrides, config)
+    with read_write(config), open_dict(config):
+        del config["hydra"]
+    return config
+
+
 def is_key_override(override: Override) -> bool:
     key = override.key_or_group
     return not (is_group(key) or key.startswith("hydra.") or override.is_delete())
@@ -78,7 +107,7 @@ def is_key_override(override: Override) -> bool:
 def check_key_exists(config: DictConfig, key: str) -> None:
     parent_key, _, leaf = key.rpartition(".")
     parent = OmegaConf.select(config, parent_key) if parent_key else config
-    if isinstance(parent, DictConfig) and leaf not in parent:
+    if isinstance(parent, DictConfig) and leaf not in parent.keys():  # keys(): a required ``???`` one too
         allowed = ", ".join(
             f"{parent_key}.{k}" if parent_key else str(k) for k in parent.keys() if not str(k).startswith("_")
         )

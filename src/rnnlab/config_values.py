@@ -60,10 +60,13 @@ def _raw_node(config: DictConfig, key: str):
 
 
 def check_finite(node: DictConfig | ListConfig, path: str = "") -> None:
-    """No NaN or infinity anywhere (interpolations are judged where they point)."""
-    for key in range(len(node)) if isinstance(node, ListConfig) else node:
+    """No NaN or infinity anywhere (interpolations are judged where they point), and no required value (``???``)
+    left unset."""
+    for key in range(len(node)) if isinstance(node, ListConfig) else node.keys():
         child = node._get_node(key)
         name = f"{path}.{key}" if path else str(key)
+        if child._is_missing() and not isinstance(child, (DictConfig, ListConfig)):
+            raise ConfigError(name, f"is required: give it on the command line ({name}=...)")
         if isinstance(child, (DictConfig, ListConfig)):
             if not (child._is_interpolation() or child._is_missing() or child._is_none()):
                 check_finite(child, name)

@@ -66,7 +66,9 @@ def read_earlier_record(run_dir: Path) -> dict[str, Any] | None:
     except RecordError as error:
         log.warning("%s; kept as %s, the run goes on", error, keep_aside(path).name)
         return None
-    if earlier["status"] not in FINAL_STATUSES:
+    if earlier["status"] in FINAL_STATUSES:
+        log.info("run already %s, skipped (resume=true): %s", earlier["status"], run_dir)
+    else:
         keep_aside(path)
     return earlier
 

@@ -49,6 +49,12 @@ def new_record(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def group_choices() -> dict[str, str]:
+    """The option chosen in each config group of this run (``model: lstm``), less Hydra's own groups."""
+    choices = HydraConfig.get().runtime.choices
+    return {group: str(choice) for group, choice in choices.items() if choice and not group.startswith("hydra")}
+
+
 def describe_built_run(record: dict[str, Any], datamodule, module: pl.LightningModule) -> None:
     """What the built objects add: parameters (a factorised softmax owns the output word embedding, so its head
     counts), hidden size, the data's note, trivial-predictor baseline and primary metric (reports rank by it)."""
@@ -88,12 +94,14 @@ def recording(cfg: DictConfig, run_dir: Path, stats: RunStats, loggers: list[Log
         else:
             record.update(status="failed", error=one_line(error))
         log.error("run failed: %s", record["error"], exc_info=not isinstance(error, ConfigError))
-    finally:
-        finish_loggers(loggers, record["status"])
     record.update(timing=stats.timing(), memory=stats.memory())
     record["peak_memory_mb"] = record["memory"]["process_peak_mb"]
-    if rank_zero_only.rank == 0:
-        log.info("run %s: %s", record["status"], write_record(run_dir, record))
-        print(run_dir, flush=True)
+    record_path = write_record(run_dir, record) if rank_zero_only.rank == 0 else None
+    try:
+        finish_loggers(loggers, record, record_path)
+    finally:
+        if record_path is not None:
+            log.info("run %s: %s", record["status"], record_path)
+            print(run_dir, flush=True)
     if failure is not None and os.environ.get("HYDRA_FULL_ERROR") and HydraConfig.get().mode == RunMode.RUN:
         raise failure

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from rnnlab.launch import outcome_lines, record_stamps, records_since
 from rnnlab.study import SCALES, SweepError, group_commands, load_study
 
 log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 5  # how often the sweep counts its jobs' records
 
 
 def wandb_sweeps(study: str, scale: str = "laptop") -> dict[str, dict[str, Any]]:
@@ -34,7 +37,7 @@ def wandb_sweeps(study: str, scale: str = "laptop") -> dict[str, dict[str, Any]]
         if "/" in group:  # group/arm
             continue
         overrides = command[3:]  # after -m, name=..., hydra.sweep.dir=...
-        swept = [o for o in overrides if "," in o.partition("=")[2] and not o.partition("=")[2].startswith("[")]
+        swept = [o for o in overrides if len(swept_values(o)) > 1]
         configs[group] = {
             "program": "rnnlab-train",
             "name": f"{study}-{group}",
@@ -48,6 +51,39 @@ def wandb_sweeps(study: str, scale: str = "laptop") -> dict[str, dict[str, Any]]
                         *[o for o in overrides if o not in swept]],
         }
     return configs
+
+
+def swept_values(override: str) -> list[str]:
+    """The values of a ``key=v1,v2`` sweep override (one for a plain override; a ``[list]`` is one value)."""
+    value = override.partition("=")[2]
+    return value.split(",") if "," in value and not value.startswith("[") else [value]
+
+
+def job_total(commands: dict[str, list[str]]) -> int:
+    """The jobs of a study's ``rnnlab-train -m`` commands: each command's swept lists multiplied."""
+    return sum(math.prod(len(swept_values(arg)) for arg in command[3:]) for command in commands.values())
+
+
+class Progress:
+    """``job k of N`` across a study's groups, with the time left at the pace so far."""
+
+    def __init__(self, total: int, started: float):
+        self.total, self.started, self.done = total, started, 0
+
+    def update(self, done: int, now: float) -> str | None:
+        """The line to print when ``done`` jobs have finished by ``now`` (None when nothing changed)."""
+        if done == self.done:
+            return None
+        self.done = done
+        elapsed = now - self.started
+        left = elapsed / done * (self.total - done)
+        return f"job {done} of {self.total} done, {clock(elapsed)} so far, about {clock(left)} left"
+
+
+def clock(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
 def yaml_scalar(text: str) -> Any:
@@ -80,11 +116,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     exits: dict[str, int] = {}
     ran: list[dict[str, Any]] = []
+    progress = Progress(job_total(commands), time.monotonic())
     for group, command in commands.items():  # every group runs, whatever an earlier one's fate
         log.info("%s: rnnlab-train %s", group, " ".join(command))
         sweep_dir = Path(next(arg for arg in command if arg.startswith("hydra.sweep.dir=")).partition("=")[2])
         stamps = record_stamps(sweep_dir)
-        exits[group] = subprocess.run([train, *command]).returncode
+        process = subprocess.Popen([train, *command])
+        while process.poll() is None:  # jobs of this run that wrote their record (skipped ones are not counted)
+            time.sleep(PROGRESS_EVERY_S)
+            line = progress.update(len(ran) + len(records_since(sweep_dir, stamps)), time.monotonic())
+            if line:
+                log.info("rnnlab-sweep: %s", line)
+        exits[group] = process.returncode
         ran += records_since(sweep_dir, stamps)
     code = 0
     if not args.no_report:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -18,14 +17,12 @@ from rnnlab.conf_dir import CONF_DIR, PRIMARY_CONFIG
 from rnnlab.config_check import check_command_line
 from rnnlab.errors import EXIT_BAD_INPUT, exit_on_bad_input
 from rnnlab.launch import share_machine_between_parallel_jobs
-from rnnlab.loggers import start_loggers
+from rnnlab.loggers import logged_as_best, start_loggers
 from rnnlab.record import RunStats
 from rnnlab.run_dir import FINAL_STATUSES, claimed
-from rnnlab.run_record import describe_built_run, epoch_metrics, recording
+from rnnlab.run_record import describe_built_run, epoch_metrics, group_choices, recording
 from rnnlab.training.resume import best_checkpoint, resume_point
 from rnnlab.wiring import build
-
-log = logging.getLogger(__name__)
 
 
 def cli() -> None:
@@ -52,7 +49,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     share_machine_between_parallel_jobs(cfg)
     with claimed(cfg) as (run_dir, earlier):
         if earlier is not None and earlier["status"] in FINAL_STATUSES:
-            log.info("run already %s, skipped (resume=true): %s", earlier["status"], run_dir)
             print(run_dir, flush=True)
             return earlier
         return run(cfg, run_dir, start_over=earlier is not None)
@@ -66,14 +62,15 @@ def run(cfg: DictConfig, run_dir: Path, start_over: bool) -> dict[str, Any]:
         loggers += built_loggers
         describe_built_run(record, datamodule, module)
         record["resumed_from"] = resume_point(trainer, start_over)
-        start_loggers(loggers, record["config"], resumed=record["resumed_from"] is not None)
+        start_loggers(loggers, record["config"], record["resumed_from"] is not None, record["params"], group_choices())
         trainer.fit(module, datamodule=datamodule, ckpt_path=record["resumed_from"])
         record.update(steps=trainer.global_step, epochs=trainer.current_epoch, metrics=epoch_metrics(trainer))
         if module.diverged:
             record.update(status="diverged", error=f"non-finite training loss at step {module.diverged_at_step}")
         else:
             record["checkpoint"] = best_checkpoint(trainer)
-            trainer.validate(module, datamodule=datamodule, ckpt_path=record["checkpoint"], verbose=False)
+            with logged_as_best(trainer):
+                trainer.validate(module, datamodule=datamodule, ckpt_path=record["checkpoint"], verbose=False)
             trainer.test(module, datamodule=datamodule, ckpt_path=record["checkpoint"])
             record["metrics"].update(epoch_metrics(trainer))
             record.update(status="completed", error=None)

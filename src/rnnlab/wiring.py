@@ -11,6 +11,7 @@ import hydra
 import pytorch_lightning as pl
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import ProgressBar
 
 from rnnlab.errors import ConfigError
 from rnnlab.models.budget import BUDGET_KEY, hidden_size_for_budget
@@ -81,7 +82,10 @@ def build(cfg: DictConfig, stats: pl.Callback):
         )
     loggers = [make(cfg, "logger." + name) for name, node in (cfg.get("logger") or {}).items() if node]
     callbacks = [make(cfg, "callbacks." + name) for name, node in (cfg.get("callbacks") or {}).items() if node]
-    trainer = make(cfg, "trainer", logger=loggers or False, callbacks=[*callbacks, stats])
+    bar = {} if any(isinstance(c, ProgressBar) for c in callbacks) or "enable_progress_bar" in cfg.trainer else {
+        "enable_progress_bar": False  # the callbacks group chose none (callbacks=minimal): not Lightning's default
+    }
+    trainer = make(cfg, "trainer", logger=loggers or False, callbacks=[*callbacks, stats], **bar)
     return datamodule, module, loggers, trainer
 
 

@@ -336,9 +336,26 @@ TIMING_KEYS = ("train_s", "step_ms", "cpu_ms_per_step", "threads", "tokens_per_s
 WANDB_STATES = {"finished": "completed", "crashed": "failed", "failed": "failed", "killed": "failed"}
 
 
+def nested_config(config: dict) -> dict:
+    """A W&B run's config as a run record holds it: the dotted keys ``rnnlab.loggers.wandb_config`` writes nested
+    again, less the group choices beside them (``model: lstm``; the record keeps those in its own fields). A nested
+    config (runs before that) is returned as it is."""
+    dotted = [key for key in config if "." in key]
+    groups = {key.split(".", 1)[0] for key in dotted}
+    nested = {key: value for key, value in config.items() if "." not in key and key not in groups}
+    for key in dotted:
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = config[key]
+    return nested
+
+
 def record_from_wandb(config: dict, summary: dict, state: str, name: str | None, group: str | None) -> dict | None:
-    """A run record from a W&B run's config, summary and state; the run name holds its overrides
-    (``${hydra:job.override_dirname}``, conf/logger/wandb.yaml). Runs still going return None."""
+    """A run record from a W&B run's config, summary and state. The summary holds the run record less its config
+    (``rnnlab.loggers.finish_wandb_run``); in older runs the run name holds the overrides
+    (``${hydra:job.override_dirname}``). Runs still going return None."""
     status = summary.get("status") or WANDB_STATES.get(state)
     if status is None:
         log.warning("skipping W&B run %s in state %s", name, state)
@@ -347,8 +364,10 @@ def record_from_wandb(config: dict, summary: dict, state: str, name: str | None,
     for key, value in summary.items():
         if "/" in key and isinstance(value, (int, float)) and not key.endswith("_step"):
             metrics[key.removesuffix("_epoch")] = float(value)
-    overrides = [item.replace("\\,", ",") for item in re.split(r"(?<!\\),", name or "") if "=" in item]
-    config = dict(config)
+    overrides = summary.get("overrides")  # the run record's, in the summary since rnnlab.loggers.finish_wandb_run
+    if not isinstance(overrides, list):
+        overrides = [item.replace("\\,", ",") for item in re.split(r"(?<!\\),", name or "") if "=" in item]
+    config = nested_config(config)
     if group and "name" not in config:
         config["name"] = group
     timing = summary.get("timing") if isinstance(summary.get("timing"), dict) else {

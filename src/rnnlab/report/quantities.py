@@ -222,7 +222,7 @@ def cost_series(study: Study) -> list[CostSeries]:
         groups.setdefault(others, []).extend(arm.completed)
     series = []
     for others, runs in groups.items():
-        label = " ".join(f"{k}={v}" for k, v in others) or study.name
+        label = " ".join(f"{k}={v}" for k, v in others if v != "-") or study.name  # "-": a key its option lacks
         for measure, cost in COST_MEASURES.items():
             points = [(hidden_size(r), cost(r)) for r in runs]
             points = [(n, y) for n, y in points if n and y]

@@ -112,12 +112,8 @@ def fit_power_law(sizes: list[float], costs: list[float]) -> PowerFit | None:
     ns = np.array(sorted(by_size))
     x = np.log(ns)
     y = np.log([np.mean(by_size[n]) for n in ns])
-    slope, intercept = np.polyfit(x, y, 1)
-    residuals = y - (slope * x + intercept)
-    ss_res = float(residuals @ residuals)
-    ss_tot = float(((y - y.mean()) ** 2).sum())
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
-    dof = len(x) - 2
-    stderr = math.sqrt(ss_res / dof / float(((x - x.mean()) ** 2).sum())) if dof > 0 else math.nan
+    fit = stats.linregress(x, y)  # least squares on log-log: slope, its standard error, r
+    stderr = float(fit.stderr) if len(x) > 2 else math.nan
+    r2 = float(fit.rvalue**2) if np.ptp(y) > 0 else 1.0
     tail = float((y[-1] - y[-2]) / (x[-1] - x[-2]))
-    return PowerFit(float(slope), stderr, float(math.exp(intercept)), r2, tuple(float(n) for n in ns), tail)
+    return PowerFit(float(fit.slope), stderr, float(math.exp(fit.intercept)), r2, tuple(float(n) for n in ns), tail)
