@@ -148,6 +148,22 @@ def test_optuna_search_continues_from_its_sqlite_study(tmp_path):
     assert states == ["COMPLETE"] * 4
 
 
+@pytest.mark.slow
+def test_hparams_search_searches_the_learning_rate_and_hidden_size(tmp_path):
+    """``hparams_search=optuna_lr``: Optuna picks optimizer.lr and model.hidden_size for each trial."""
+    args = ["-m", "hparams_search=optuna_lr", "hydra.sweeper.n_trials=2", "debug=fast", "callbacks=minimal",
+            f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", *TINY[:-1]]  # not its size
+    done = run_cli(tmp_path, *args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [read_record(tmp_path / "sweep" / job) for job in ("0", "1")]
+    assert all(r["status"] == "completed" for r in records)
+    for record in records:
+        assert 1e-4 <= record["config"]["optimizer"]["lr"] <= 1e-1 and record["hidden_size"] in (32, 64, 128, 256)
+    with sqlite3.connect(tmp_path / "logs" / "optuna.db") as db:
+        params = {name for (name,) in db.execute("select param_name from trial_params")}
+    assert params == {"optimizer.lr", "model.hidden_size"}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # rnnlab.launch: what a multirun reports, and joblib workers that end with their launcher
 

@@ -100,7 +100,9 @@ class LearningRateLog(pl.Callback):
     logger every ``trainer.log_every_n_steps`` updates. Optimizers without one (hessian_free, ekf, dekf, cmaes,
     genetic) or without parameters (esn's closed-form readout) log nothing; the run record does not hold it."""
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int):
+        """After the batch's updates (and step schedulers), before a resume point is written at the next batch's
+        start, so a resumed run neither repeats nor loses a row."""
         if not trainer.loggers or trainer.global_step % trainer.log_every_n_steps:
             return
         groups = [optimizer.param_groups[0] for optimizer in trainer.optimizers if optimizer.param_groups]
