@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,11 @@ def start_loggers(
         if isinstance(logger, ResumableCSVLogger):
             logger.continues = resumed
         if isinstance(logger, WandbLogger):
-            continue_wandb_run(logger, resumed)
-            held = logger.experiment.config  # a sweep's values, locked: sending them again only warns
-            values = {**wandb_config(config, choices), "params": params}
-            logger.log_hyperparams({key: value for key, value in values.items() if held.get(key) != value})
+            if rank_zero_only.rank == 0:  # the W&B run lives on rank 0 (DummyExperiment elsewhere)
+                continue_wandb_run(logger, resumed)
+                held = logger.experiment.config  # a sweep's values, locked: sending them again only warns
+                values = {**wandb_config(config, choices), "params": params}
+                logger.log_hyperparams({key: value for key, value in values.items() if held.get(key) != value})
         else:
             logger.log_hyperparams({**config, "params": params})
 
