@@ -116,6 +116,8 @@ CASES = [
     ("training=bu model=lstm model.num_layers=2", "training", "num_layers=2"),
     ("training=rtrl model=elman regularizer=zoneout", "training", "l1, l2"),
     ("regularizer=dropout model=mdlstm data=digits data.layout=image", "regularizer.dropout", "RecurrentNetwork"),
+    ("model=esn training=rtrl", "training", "EchoStateTask trains its own way; use training=bptt"),
+    ("model=esn regularizer=l2", "regularizer", "use regularizer=none"),
     ("regularizer=zoneout model=lstm model.implementation=fused", "regularizer.zoneout", "implementation=auto"),
     # monitored metrics
     ("callbacks.model_checkpoint.monitor=val/foo", "callbacks.model_checkpoint.monitor", "val/loss"),

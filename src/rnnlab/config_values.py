@@ -301,7 +301,7 @@ def check_built(config: DictConfig, typed: set[str]) -> None:
     """Build what is cheap and reads no data: the datamodule (its files only checked when ``data.root`` is typed:
     a default root may exist only where the jobs run), each regularizer, the learning rule's settings; with a rule
     other than bptt or with regularizers, a model for dummy sizes to check that they fit it."""
-    from rnnlab.tasks.wiring import takes_argument
+    from rnnlab.tasks.wiring import refuse_what_the_task_cannot_take, takes_argument
     from rnnlab.training.regularizers import Regularization
 
     if "_target_" in (config.get("data") or {}):
@@ -318,10 +318,12 @@ def check_built(config: DictConfig, typed: set[str]) -> None:
         with prefixed("training"):
             settings = instantiate(config.training)
     task_class = task_class_of(config)
-    trains = task_class is not None and takes_argument(task_class, "training")
-    rule = settings.rule_class if settings is not None and trains else None
     if len(regularizers) < len(config.get("regularizer") or {}):
         return  # one could not be built: the run reports it
+    if task_class is not None:
+        refuse_what_the_task_cannot_take(task_class, settings.rule if settings else "bptt", regularizers)
+    trains = task_class is not None and takes_argument(task_class, "training")
+    rule = settings.rule_class if settings is not None and trains else None
     regularizers = regularizers if task_class is not None and takes_argument(task_class, "regularizers") else {}
     if rule is None and not regularizers:
         return

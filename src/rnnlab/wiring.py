@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import ProgressBar
 from rnnlab.errors import ConfigError
 from rnnlab.models.budget import BUDGET_KEY, hidden_size_for_budget
 from rnnlab.models.compile import compile_cells
-from rnnlab.tasks.wiring import takes_argument, task_wiring
+from rnnlab.tasks.wiring import refuse_what_the_task_cannot_take, takes_argument, task_wiring
 
 
 @contextmanager
@@ -95,11 +95,7 @@ def training_arguments(cfg: DictConfig, task_class: type) -> dict:
     refuses a learning rule other than bptt, and any regularizer."""
     training = make(cfg, "training") if cfg.get("training") else None
     regularizers = {name: make(cfg, f"regularizer.{name}") for name in cfg.get("regularizer") or {}}
-    own_way = f"task {task_class.__name__} trains its own way"
-    if training is not None and training.rule != "bptt" and not takes_argument(task_class, "training"):
-        raise ConfigError("training", f"is {training.rule}, but {own_way}; use training=bptt", full=True)
-    if regularizers and not takes_argument(task_class, "regularizers"):
-        raise ConfigError("regularizer", f"{own_way} and takes no regularizers; use regularizer=none", full=True)
+    refuse_what_the_task_cannot_take(task_class, training.rule if training else "bptt", regularizers)
     arguments = {"training": training, "regularizers": regularizers}
     return {name: value for name, value in arguments.items() if takes_argument(task_class, name)}
 

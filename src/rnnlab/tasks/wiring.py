@@ -53,3 +53,13 @@ def takes_argument(task_class: type, name: str) -> bool:
         if not any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters.values()):
             return False
     return False
+
+
+def refuse_what_the_task_cannot_take(task_class: type, rule: str, regularizers: Mapping) -> None:
+    """A task that trains its own way (esn fits its readout in closed form) takes no ``training`` or
+    ``regularizers``: refuse a learning rule other than bptt, and any regularizer, naming the group."""
+    own_way = f"task {task_class.__name__} trains its own way"
+    if rule != "bptt" and not takes_argument(task_class, "training"):
+        raise ConfigError("training", f"is {rule}, but {own_way}; use training=bptt", full=True)
+    if regularizers and not takes_argument(task_class, "regularizers"):
+        raise ConfigError("regularizer", f"{own_way} and takes no regularizers; use regularizer=none", full=True)
