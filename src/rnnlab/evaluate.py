@@ -15,10 +15,10 @@ from omegaconf import DictConfig
 
 from rnnlab.conf_dir import CONF_DIR
 from rnnlab.config_check import check_command_line
-from rnnlab.errors import EXIT_BAD_INPUT, ConfigError, exit_on_bad_input, require_choice
+from rnnlab.errors import ConfigError, exit_on_bad_input, require_choice
 from rnnlab.loggers import start_loggers
 from rnnlab.record import RunStats
-from rnnlab.run_record import describe_built_run, epoch_metrics, group_choices, recording
+from rnnlab.run_record import describe_built_run, epoch_metrics, exit_if_failed, group_choices, recording
 from rnnlab.wiring import build
 
 SPLITS = ("val", "test")
@@ -35,9 +35,7 @@ def cli() -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     record = evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
-    if record["status"] == "failed":
-        print(f"rnnlab-eval: error: {record['error']}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT if record.get("error_kind") == "config" else 1)
+    exit_if_failed("rnnlab-eval", record)
     return record["metrics"].get(f"{cfg.split}/loss")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
-from rnnlab.errors import ConfigError
+from rnnlab.errors import EXIT_BAD_INPUT, ConfigError
 from rnnlab.loggers import finish_loggers
 from rnnlab.models.budget import count_parameters
 from rnnlab.record import RunStats, environment, one_line, resolved_config, write_record
@@ -47,6 +48,13 @@ def new_record(cfg: DictConfig) -> dict[str, Any]:
         "config": resolved_config(cfg),
         "overrides": list(HydraConfig.get().overrides.task),
     }
+
+
+def exit_if_failed(program: str, record: dict[str, Any]) -> None:
+    """A single run whose record says ``failed`` prints its one-line error and exits 2 for bad input, 1 otherwise."""
+    if record["status"] == "failed":
+        print(f"{program}: error: {record['error']}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT if record.get("error_kind") == "config" else 1)
 
 
 def group_choices() -> dict[str, str]:

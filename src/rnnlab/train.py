@@ -15,12 +15,12 @@ from omegaconf import DictConfig
 
 from rnnlab.conf_dir import CONF_DIR, PRIMARY_CONFIG
 from rnnlab.config_check import check_command_line
-from rnnlab.errors import EXIT_BAD_INPUT, exit_on_bad_input
+from rnnlab.errors import exit_on_bad_input
 from rnnlab.launch import share_machine_between_parallel_jobs
 from rnnlab.loggers import logged_as_best, start_loggers
 from rnnlab.record import RunStats
 from rnnlab.run_dir import FINAL_STATUSES, claimed
-from rnnlab.run_record import describe_built_run, epoch_metrics, group_choices, recording
+from rnnlab.run_record import describe_built_run, epoch_metrics, exit_if_failed, group_choices, recording
 from rnnlab.training.resume import best_checkpoint, resume_point
 from rnnlab.wiring import build
 
@@ -37,9 +37,8 @@ def cli() -> None:
 def main(cfg: DictConfig) -> float | None:
     with exit_on_bad_input("rnnlab-train"):  # the run directory refused this run (busy, another config's)
         record = train(cfg)
-    if HydraConfig.get().mode == RunMode.RUN and record["status"] == "failed":
-        print(f"rnnlab-train: error: {record['error']}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT if record.get("error_kind") == "config" else 1)
+    if HydraConfig.get().mode == RunMode.RUN:  # a multirun goes on; rnnlab.launch reports its failed jobs
+        exit_if_failed("rnnlab-train", record)
     return record["metrics"].get(cfg.optimized_metric)
 
 
